@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: setup venv jars airflow-db demo test airflow bench clean
+
+setup: venv jars airflow-db
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip<26"
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+jars: $(VENV)/.installed
+	$(BIN)/python -m jobs.common.jars
+
+airflow-db: $(VENV)/.installed
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+demo: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cdr-billing demo
+
+test: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+airflow: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
+
+clean:
+	rm -rf warehouse landing reference demo-data .airflow

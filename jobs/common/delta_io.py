@@ -1,0 +1,90 @@
+"""Delta reads and writes used by every stage: the only place that knows how tables are written."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, TypeVar
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+T = TypeVar("T")
+_RETRYABLE = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+              "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
+              "DELTA_CONCURRENT")
+
+
+def with_conflict_retry(action: Callable[[], T], attempts: int = 5, pause_s: float = 1.0) -> T:
+    """Retry Delta optimistic-concurrency conflicts; anything else, or the last conflict, propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # py4j wraps the JVM exception; match on its name
+            if attempt == attempts or not any(name in str(exc) for name in _RETRYABLE):
+                raise
+            time.sleep(pause_s * attempt)
+    raise AssertionError("unreachable")
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_table(spark: SparkSession, path: str, schema: StructType | None = None, version: int | None = None) -> DataFrame:
+    """The table, or an empty frame of `schema` where it does not exist yet."""
+    if not table_exists(spark, path):
+        if schema is None:
+            raise FileNotFoundError(f"no Delta table at {path}")
+        return spark.createDataFrame([], schema)
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def table_version(spark: SparkSession, path: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def _ensure(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
+    if not table_exists(spark, path):
+        writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(path)
+
+
+def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterable[str] = ()) -> None:
+    """Atomically replace the rows matching `predicate` with `df` (one commit): reruns are idempotent."""
+    _ensure(df.sparkSession, path, df.schema, partition_by)
+    with_conflict_retry(lambda: df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path))
+
+
+def overwrite(df: DataFrame, path: str, partition_by: Iterable[str] = ()) -> None:
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    with_conflict_retry(lambda: writer.save(path))
+
+
+def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
+          partition_by: Iterable[str] = (), update_condition: str | None = None) -> None:
+    """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing."""
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    _ensure(spark, path, df.schema, partition_by)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+    def _run() -> None:
+        builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
+        if update:
+            builder = builder.whenMatchedUpdateAll(condition=update_condition)
+        builder.whenNotMatchedInsertAll().execute()
+
+    with_conflict_retry(_run)

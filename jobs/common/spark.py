@@ -1,0 +1,54 @@
+"""The one SparkSession factory used by every job, the CLI and the tests."""
+from __future__ import annotations
+
+import os
+
+from jobs.common.config import Config
+from jobs.common.jars import required_jars
+
+DELTA_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the Python driver with the gateway already running: master, jars
+    # and memory are the submitter's business then (SparkSubmitOperator, a cluster).
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_settings(conf: Config) -> dict[str, str]:
+    """Every Spark setting the pipeline depends on, for the builder and for spark-submit."""
+    settings = {
+        **DELTA_SETTINGS,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(conf.spark.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.databricks.delta.snapshotPartitions": str(max(1, conf.spark.shuffle_partitions)),
+        "spark.databricks.delta.stalenessLimit": "0",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    settings.update(conf.spark.extra_conf)
+    return settings
+
+
+def build_spark(conf: Config, app_name: str | None = None):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name or conf.spark.app_name)
+    if not _launched_by_spark_submit():
+        jars = required_jars(conf.spark)
+        builder = (
+            builder.master(conf.spark.master)
+            .config("spark.jars", ",".join(str(j) for j in jars))
+            .config("spark.driver.memory", conf.spark.driver_memory)
+            .config("spark.ui.enabled", "false" if conf.spark.master.startswith("local") else "true")
+            .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
+        )
+    for key, value in session_settings(conf).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,105 @@
+"""Delta table shapes, one place. Paths are <warehouse>/<layer>/<table>."""
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType, BooleanType, DateType, DecimalType, IntegerType, LongType, MapType, StringType,
+    StructField, StructType, TimestampType,
+)
+
+from schemas.landing import CDR_KINDS, LandingKind
+
+# Money: rated costs keep >= 8 fractional digits (finance contract); the exact pre-rounding
+# value keeps 18 so that any total can be re-derived.
+COST = DecimalType(24, 10)
+EXACT_COST = DecimalType(30, 18)
+AMOUNT = DecimalType(20, 4)          # invoice money before minor-unit rounding is applied per line
+RATE = DecimalType(18, 8)
+
+
+def _fields(*pairs) -> StructType:
+    return StructType([StructField(name, dtype, True) for name, dtype in pairs])
+
+
+BRONZE_META = (
+    ("source_file", StringType()),
+    ("line_number", LongType()),
+    ("raw_record", StringType()),
+    ("parse_error", StringType()),
+    ("run_id", StringType()),
+    ("ingest_date", DateType()),
+)
+
+
+def bronze_schema(kind: LandingKind) -> StructType:
+    return _fields(*[(c, StringType()) for c in kind.columns],
+                   ("extra_columns", MapType(StringType(), StringType())), *BRONZE_META)
+
+
+BRONZE_TABLES = {kind.name: f"cdr_{kind.name}" for kind in CDR_KINDS}
+
+FILE_MANIFEST = _fields(
+    ("path", StringType()), ("file_name", StringType()), ("kind", StringType()),
+    ("size_bytes", LongType()), ("modified_at", TimestampType()), ("sha256", StringType()), ("record_count", LongType()),
+    ("run_id", StringType()), ("logical_date", DateType()), ("ingested_at", TimestampType()),
+    ("status", StringType()), ("reason_code", StringType()), ("reason_detail", StringType()),
+)
+
+QUARANTINE = _fields(
+    ("quarantine_id", StringType()), ("record_type", StringType()), ("stage", StringType()),
+    ("source_file", StringType()), ("line_number", LongType()), ("record_key", StringType()),
+    ("raw_record", StringType()), ("event_json", StringType()),
+    ("reason_code", StringType()), ("reason_detail", StringType()),
+    ("first_seen_at", TimestampType()), ("last_attempt_at", TimestampType()), ("attempts", IntegerType()),
+    ("status", StringType()), ("run_id", StringType()), ("logical_date", DateType()),
+)
+
+RECORD_KEYS = _fields(
+    ("record_type", StringType()), ("record_key", StringType()), ("source_file", StringType()),
+    ("line_number", LongType()), ("run_id", StringType()), ("key_date", DateType()),
+)
+
+DUPLICATES = _fields(
+    ("record_type", StringType()), ("record_key", StringType()), ("source_file", StringType()),
+    ("line_number", LongType()), ("first_source_file", StringType()), ("first_line_number", LongType()),
+    ("run_id", StringType()), ("logical_date", DateType()),
+)
+
+# One typed CDR record (a part of a call/session or a whole message), before assembly.
+TYPED_RECORD = _fields(
+    ("record_type", StringType()), ("record_key", StringType()), ("group_key", StringType()),
+    ("sequence", IntegerType()), ("is_last_part", BooleanType()),
+    ("source_file", StringType()), ("line_number", LongType()), ("raw_record", StringType()),
+    ("served_msisdn", StringType()), ("destination", StringType()), ("event_start", TimestampType()),
+    ("usage", LongType()), ("chargeable", BooleanType()), ("category", StringType()),
+    ("msc_outgoing_tkgp", StringType()), ("apn", StringType()), ("serving_plmn", StringType()),
+    ("first_seen_at", TimestampType()),
+)
+
+EVENTS = _fields(
+    ("event_id", StringType()), ("record_type", StringType()), ("source_keys", ArrayType(StringType())),
+    ("source_files", ArrayType(StringType())), ("served_msisdn", StringType()), ("destination", StringType()),
+    ("event_start", TimestampType()), ("event_date", DateType()), ("usage", LongType()),
+    ("usage_unit", StringType()), ("chargeable", BooleanType()), ("category", StringType()),
+    ("account_id", StringType()), ("plan_id", StringType()), ("currency", StringType()),
+    ("tax_region", StringType()), ("msc_outgoing_tkgp", StringType()), ("apn", StringType()),
+    ("serving_plmn", StringType()), ("run_id", StringType()),
+)
+
+RATED_EVENTS = _fields(
+    ("event_id", StringType()), ("record_type", StringType()), ("source_keys", ArrayType(StringType())),
+    ("account_id", StringType()), ("event_start", TimestampType()), ("event_date", DateType()),
+    ("usage", LongType()), ("usage_unit", StringType()), ("chargeable", BooleanType()),
+    ("category", StringType()), ("destination_id", StringType()), ("rating_plan_id", StringType()),
+    ("cost", COST), ("cost_exact", EXACT_COST), ("currency", StringType()),
+    ("tariff_version", StringType()), ("rated_at", TimestampType()), ("run_id", StringType()),
+)
+
+PIPELINE_RUNS = _fields(
+    ("run_id", StringType()), ("job", StringType()), ("logical_date", DateType()),
+    ("records_in", LongType()), ("rated", LongType()), ("quarantined", LongType()),
+    ("duplicates", LongType()), ("pending", LongType()),
+    ("started_at", TimestampType()), ("finished_at", TimestampType()), ("status", StringType()),
+    ("details", StringType()),
+)
+
+USAGE_UNITS = {"voice": "s", "asterisk": "s", "sms": "msg", "data": "bytes"}
