@@ -113,6 +113,17 @@ def list_landing_files(spark: SparkSession, landing: str, kind: LandingKind) -> 
     return listing.select("path", "length", "modificationTime")
 
 
+_FILE_DAY = r"(20[0-9]{2})([01][0-9])([0-3][0-9])"
+
+
+def due_files(listing: DataFrame, logical_date: date) -> DataFrame:
+    """Files stamped (by the date in their name) for a later day wait for that day's run;
+    files without a date in their name are always due."""
+    stamp = F.regexp_extract(F.regexp_extract("path", r"([^/]+)$", 1), _FILE_DAY, 0)
+    day = F.try_to_date(F.nullif(stamp, F.lit("")), "yyyyMMdd")
+    return listing.where(day.isNull() | (day <= F.lit(logical_date)))
+
+
 def new_files(listing: DataFrame, manifest: DataFrame) -> DataFrame:
     """Files not yet ingested: unseen paths, or a known path whose size or mtime changed (checksummed next)."""
     known = (manifest.where(F.col("status") != CONFLICT)
@@ -205,9 +216,9 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
     manifest_path = conf.table_path("bronze", "file_manifest")
     with audited(spark, conf, record):
         manifest = read_table(spark, manifest_path, FILE_MANIFEST).cache()
-        per_kind = {}
+        per_kind, manifest_rows = {}, []
         for kind in CDR_KINDS:
-            listing = list_landing_files(spark, conf.paths.landing, kind)
+            listing = due_files(list_landing_files(spark, conf.paths.landing, kind), logical_date)
             candidates = new_files(listing, manifest).collect()
             if not candidates:
                 per_kind[kind.name] = {"files": 0}
@@ -233,12 +244,14 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 replace_where(bronze, conf.table_path("bronze", BRONZE_TABLES[kind.name]),
                               f"ingest_date = '{logical_date.isoformat()}' AND source_file IN ({sources})",
                               partition_by=["ingest_date"])
-            merge(spark.createDataFrame(rows, FILE_MANIFEST), manifest_path, ["path", "sha256"])
+            manifest_rows += rows
             ingested_records = sum(r.record_count or 0 for r in good)
             record.records_in += ingested_records
             per_kind[kind.name] = {"files": len(rows), "ingested": len(good),
                                    "rejected": sum(1 for r in rows if r[10] == REJECTED),
                                    "conflicts": len(conflicts), "records": ingested_records}
+        if manifest_rows:
+            merge(spark.createDataFrame(manifest_rows, FILE_MANIFEST), manifest_path, ["path", "sha256"])
         record.details["kinds"] = per_kind
         manifest.unpersist()
     return record

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from jobs.common.config import Config
 from jobs.common.jars import required_jars
@@ -47,6 +48,11 @@ def build_spark(conf: Config, app_name: str | None = None):
             .config("spark.ui.enabled", "false" if conf.spark.master.startswith("local") else "true")
             .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
         )
+        if conf.spark.master.startswith("local"):
+            # workers must run this interpreter (its packages), not whatever python3 is on PATH
+            # (PySpark reads PYSPARK_PYTHON when the context starts; the conf key only reaches spark-submit)
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            builder = builder.config("spark.pyspark.python", sys.executable)
     for key, value in session_settings(conf).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

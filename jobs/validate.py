@@ -1,0 +1,327 @@
+"""Standardise + validate: bronze (one logical date's ingest) -> silver.
+
+Every bronze record ends in exactly one place: silver/events (alone or as a part of an assembled
+call/session), silver/quarantine (with a reason), silver/duplicates, or silver/partial_records
+as `pending`. The run counts them and fails if they do not add up (audit/pipeline_runs).
+Reruns for the same date are idempotent: every write is a MERGE on a stable key.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from functools import reduce
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from jobs.common.audit import RunRecord, audited
+from jobs.common.config import Config
+from jobs.common.delta_io import merge, read_table, table_exists
+from jobs.common.reference import attach_subscriber, read_subscribers
+from jobs.standardise import STANDARDISERS
+from schemas import reason_codes as R
+from schemas.landing import CDR_KINDS
+from schemas.tables import (BRONZE_TABLES, DUPLICATES, EVENTS, FILE_MANIFEST, QUARANTINE, RECORD_KEYS,
+                            USAGE_UNITS)
+from schemas.validation_rules import Rule, rules_for
+
+STAGE = "validate"
+PENDING, ASSEMBLED, EXPIRED = "pending", "assembled", "expired"
+DEDUP_WINDOW_DAYS = 62
+
+
+def run_bounds(conf: Config, logical_date: date) -> dict:
+    """Bounds the rules compare against, fixed by the logical date so that reruns agree."""
+    tz = ZoneInfo(conf.operator.timezone)
+    day_end = datetime.combine(logical_date + timedelta(days=1), time(), tz).astimezone(timezone.utc)
+    future = day_end + timedelta(minutes=conf.validation.future_tolerance_minutes)
+    return {"future_limit": future.replace(tzinfo=None),
+            "max_call_duration_s": conf.validation.max_call_duration_s,
+            "max_data_volume_bytes": conf.validation.max_data_volume_bytes,
+            "partial_expiry_before": (day_end - timedelta(hours=conf.validation.partial_timeout_hours)).replace(tzinfo=None)}
+
+
+def _bound(value, bounds: dict):
+    return bounds[value] if isinstance(value, str) else value
+
+
+def rule_passes(rule: Rule, bounds: dict) -> Column:
+    col = F.col(rule.column)
+    if rule.check == "null":
+        return col.isNull()
+    if rule.check == "not_null":
+        return col.isNotNull()
+    if rule.check == "regex":
+        return col.isNull() | col.rlike(rule.regex)
+    if rule.check == "in_set":
+        return col.isNull() | col.isin(*rule.value_set)
+    if rule.check == "between":
+        low, high = _bound(rule.min_value, bounds), _bound(rule.max_value, bounds)
+        ok = col.isNull()
+        inside = F.lit(True)
+        if low is not None:
+            inside = inside & (col >= F.lit(low))
+        if high is not None:
+            inside = inside & (col <= F.lit(high))
+        return ok | inside
+    raise ValueError(f"unknown check {rule.check}")
+
+
+def _detail(rule: Rule) -> Column:
+    if rule.column == "parse_error":
+        return F.col("parse_error")
+    if rule.column == "missing_field":
+        return F.concat(F.lit("empty required field(s): "), F.col("missing_field"))
+    return F.concat(F.lit(f"{rule.detail} ({rule.column}="), F.coalesce(F.col(rule.column).cast("string"), F.lit("null")),
+                    F.lit(")"))
+
+
+def apply_rules(typed: DataFrame, bounds: dict) -> DataFrame:
+    """Add reason_code / reason_detail: the first rule of the record's type that it fails."""
+    failures = []
+    for record_type in sorted(STANDARDISERS):
+        for rule in rules_for(record_type):
+            failures.append(F.when((F.col("record_type") == record_type) & ~rule_passes(rule, bounds),
+                                   F.struct(F.lit(rule.reason_code).alias("code"), _detail(rule).alias("detail"))))
+    reason = F.coalesce(*failures) if failures else F.lit(None)
+    return typed.withColumn("_reason", reason).select(
+        "*", F.col("_reason.code").alias("reason_code"), F.col("_reason.detail").alias("reason_detail")).drop("_reason")
+
+
+def mark_duplicates(batch: DataFrame, prior_keys: DataFrame) -> DataFrame:
+    """Add first_source_file/first_line_number: where the key was first seen, if not this row.
+
+    First seen = the key index (earlier runs), else the lowest (source_file, line_number) in the
+    batch. A row is never its own duplicate, so rerunning a batch marks the same rows.
+    """
+    keyed = F.col("parse_error").isNull() & F.col("record_key").isNotNull()
+    first_in_batch = Window.partitionBy("record_type", "record_key").orderBy("source_file", "line_number")
+    with_first = batch.withColumn("_first", F.when(keyed, F.first(F.struct("source_file", "line_number")).over(first_in_batch)))
+    prior = prior_keys.select("record_type", "record_key", F.struct(
+        F.col("source_file"), F.col("line_number")).alias("_prior"))
+    joined = with_first.join(prior, ["record_type", "record_key"], "left")
+    first = F.when(keyed, F.coalesce(F.col("_prior"), F.col("_first")))
+    is_self = (first.source_file == F.col("source_file")) & (first.line_number == F.col("line_number"))
+    return joined.select(
+        *batch.columns,
+        F.when(keyed & ~is_self, first.source_file).alias("first_source_file"),
+        F.when(keyed & ~is_self, first.line_number).alias("first_line_number"),
+    )
+
+
+def classify(marked: DataFrame) -> DataFrame:
+    """outcome: quarantined | duplicate | single | part (exactly one per record)."""
+    return marked.withColumn("outcome", F.when(F.col("parse_error").isNotNull(), F.lit("quarantined"))
+                             .when(F.col("first_source_file").isNotNull(), F.lit("duplicate"))
+                             .when(F.col("reason_code").isNotNull(), F.lit("quarantined"))
+                             .when(F.col("is_partial"), F.lit("part"))
+                             .otherwise(F.lit("single")))
+
+
+def _event_id(record_type: Column, group_key: Column) -> Column:
+    return F.substring(F.sha2(F.concat_ws("#", record_type, group_key), 256), 1, 32)
+
+
+def _local_date(ts: Column, tz: str) -> Column:
+    return F.to_date(F.from_utc_timestamp(ts, tz))
+
+
+def singles_to_events(singles: DataFrame, conf: Config, run_id: str) -> DataFrame:
+    return singles.select(
+        _event_id(F.col("record_type"), F.col("group_key")).alias("event_id"), "record_type",
+        F.array("record_key").alias("source_keys"), F.array("source_file").alias("source_files"),
+        "served_msisdn", "destination", "event_start", _local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"),
+        "usage", _usage_unit(F.col("record_type")).alias("usage_unit"), "chargeable", "category",
+        "account_id", "plan_id", "currency", "tax_region", "msc_outgoing_tkgp", "apn", "serving_plmn",
+        F.lit(run_id).alias("run_id"),
+    )
+
+
+def _usage_unit(record_type: Column) -> Column:
+    mapping = F.create_map(*[F.lit(x) for pair in USAGE_UNITS.items() for x in pair])
+    return mapping[record_type]
+
+
+def evaluate_groups(parts: DataFrame, expiry_before: datetime) -> DataFrame:
+    """Per group of parts: complete (1..n present, n closes), expired (oldest part too old) or pending."""
+    agg = parts.groupBy("record_type", "group_key").agg(
+        F.countDistinct("sequence").alias("n_distinct"), F.max("sequence").alias("max_seq"),
+        F.max(F.when(F.col("is_last_part"), F.col("sequence"))).alias("closing_seq"),
+        F.min("event_start").alias("oldest_start"))
+    complete = (F.col("n_distinct") == F.col("max_seq")) & (F.col("closing_seq") == F.col("max_seq"))
+    return agg.select("record_type", "group_key", F.when(complete, F.lit(ASSEMBLED))
+                      .when(F.col("oldest_start") < F.lit(expiry_before), F.lit(EXPIRED))
+                      .otherwise(F.lit(PENDING)).alias("group_status"))
+
+
+def assemble(parts: DataFrame, conf: Config, run_id: str) -> DataFrame:
+    """Complete groups -> one event: usage summed, start and PLMN/trunk of the first part."""
+    first = lambda c: F.min_by(c, "sequence")  # noqa: E731
+    ordered_keys = F.transform(F.array_sort(F.collect_list(F.struct("sequence", "record_key"))), lambda s: s.record_key)
+    ordered_files = F.array_distinct(F.transform(F.array_sort(F.collect_list(F.struct("sequence", "source_file"))),
+                                                 lambda s: s.source_file))
+    events = parts.groupBy("record_type", "group_key").agg(
+        ordered_keys.alias("source_keys"), ordered_files.alias("source_files"),
+        first("served_msisdn").alias("served_msisdn"), first("destination").alias("destination"),
+        first("event_start").alias("event_start"), F.sum("usage").alias("usage"),
+        F.bool_or("chargeable").alias("chargeable"), first("category").alias("category"),
+        first("account_id").alias("account_id"), first("plan_id").alias("plan_id"),
+        first("currency").alias("currency"), first("tax_region").alias("tax_region"),
+        first("msc_outgoing_tkgp").alias("msc_outgoing_tkgp"), first("apn").alias("apn"),
+        first("serving_plmn").alias("serving_plmn"))
+    return events.select(
+        _event_id(F.col("record_type"), F.col("group_key")).alias("event_id"), "record_type", "source_keys",
+        "source_files", "served_msisdn", "destination", "event_start",
+        _local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"), "usage",
+        _usage_unit(F.col("record_type")).alias("usage_unit"), "chargeable", "category", "account_id", "plan_id",
+        "currency", "tax_region", "msc_outgoing_tkgp", "apn", "serving_plmn", F.lit(run_id).alias("run_id"))
+
+
+def quarantine_rows(records: DataFrame, reason_code: Column, reason_detail: Column, run_id: str,
+                    logical_date: date, now: datetime) -> DataFrame:
+    return records.select(
+        F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "record_type", "source_file", F.col("line_number").cast("string")), 256),
+                    1, 32).alias("quarantine_id"),
+        "record_type", F.lit(STAGE).alias("stage"), "source_file", "line_number",
+        F.coalesce(F.col("record_key"), F.concat_ws("#", "source_file", F.col("line_number").cast("string"))).alias("record_key"),
+        "raw_record", F.lit(None).cast("string").alias("event_json"),
+        reason_code.alias("reason_code"), reason_detail.alias("reason_detail"),
+        F.lit(now).alias("first_seen_at"), F.lit(now).alias("last_attempt_at"), F.lit(1).alias("attempts"),
+        F.lit(R.SUSPENDED).alias("status"), F.lit(run_id).alias("run_id"), F.lit(logical_date).alias("logical_date"))
+
+
+PARTIAL_COLUMNS = ("record_type", "record_key", "group_key", "sequence", "is_last_part", "source_file", "line_number",
+                   "raw_record", "served_msisdn", "destination", "event_start", "usage", "chargeable", "category",
+                   "msc_outgoing_tkgp", "apn", "serving_plmn", "account_id", "plan_id", "currency", "tax_region")
+
+
+def read_batch(spark: SparkSession, conf: Config, logical_date: date) -> DataFrame:
+    """All bronze records ingested on the logical date, standardised into one typed frame."""
+    frames = []
+    for kind in CDR_KINDS:
+        path = conf.table_path("bronze", BRONZE_TABLES[kind.name])
+        if not table_exists(spark, path):
+            continue
+        todays = read_table(spark, path).where(F.col("ingest_date") == F.lit(logical_date))
+        frames.append(STANDARDISERS[kind.name](todays, conf.operator))
+    if not frames:
+        return None
+    return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
+    from jobs import data_quality
+
+    record = record or RunRecord(STAGE, logical_date)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    bounds = run_bounds(conf, logical_date)
+    silver = lambda t: conf.table_path("silver", t)  # noqa: E731
+    with audited(spark, conf, record):
+        rejected = (read_table(spark, conf.table_path("bronze", "file_manifest"), FILE_MANIFEST)
+                    .where((F.col("logical_date") == F.lit(logical_date)) & (F.col("status") != "ingested")))
+        rejected_q = rejected.select(
+            F.col("kind").alias("record_type"), F.col("file_name").alias("source_file"), F.lit(0).cast("long").alias("line_number"),
+            F.col("file_name").alias("record_key"), F.lit(None).cast("string").alias("raw_record"),
+            "reason_code", "reason_detail")
+        rejected_q = quarantine_rows(rejected_q, F.col("reason_code"), F.col("reason_detail"), record.run_id, logical_date, now)
+        n_rejected = rejected_q.count()
+        typed = read_batch(spark, conf, logical_date)
+        counts = {"quarantined": 0, "duplicate": 0, "single": 0, "part": 0}
+        if typed is not None:
+            subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
+            with_subs = attach_subscriber(typed, F.broadcast(subscribers))
+            checked = apply_rules(with_subs, bounds)
+            prior = read_table(spark, silver("record_keys"), RECORD_KEYS).where(
+                F.col("key_date") >= F.lit(logical_date - timedelta(days=DEDUP_WINDOW_DAYS)))
+            batch = classify(mark_duplicates(checked, prior)).persist()
+            counts.update({r.outcome: r["count"] for r in batch.groupBy("outcome").count().collect()})
+            record.details["quality"] = data_quality.validate_batches(spark, conf, batch, bounds, record.run_id, logical_date)
+
+            quarantined = batch.where(F.col("outcome") == "quarantined")
+            reason = F.coalesce(F.when(F.col("parse_error").isNotNull(), F.lit(R.MALFORMED_ROW)), F.col("reason_code"))
+            detail = F.coalesce(F.col("parse_error"), F.col("reason_detail"))
+            merge(quarantine_rows(quarantined, reason, detail, record.run_id, logical_date, now), silver("quarantine"),
+                  ["quarantine_id"], update=False)
+            dups = batch.where(F.col("outcome") == "duplicate").select(
+                "record_type", "record_key", "source_file", "line_number", "first_source_file", "first_line_number",
+                F.lit(record.run_id).alias("run_id"), F.lit(logical_date).alias("logical_date"))
+            merge(dups, silver("duplicates"), ["record_type", "source_file", "line_number"], update=False)
+            new_keys = batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
+                "record_type", "record_key", "source_file", "line_number", F.lit(record.run_id).alias("run_id"),
+                F.lit(logical_date).alias("key_date"))
+            merge(new_keys, silver("record_keys"), ["record_type", "record_key"], update=False)
+            singles = singles_to_events(batch.where(F.col("outcome") == "single"), conf, record.run_id)
+            _write_events(singles, silver("events"))
+            parts = batch.where(F.col("outcome") == "part").select(*PARTIAL_COLUMNS, F.lit(PENDING).alias("status"),
+                                                                    F.lit(record.run_id).alias("run_id"))
+            merge(parts, silver("partial_records"), ["record_type", "record_key"], update=False)
+        part_status = _settle_partials(spark, conf, logical_date, bounds, record, now)
+        batch_part_status = {}
+        if typed is not None and counts["part"]:
+            batch_keys = batch.where(F.col("outcome") == "part").select("record_type", "record_key")
+            batch_part_status = {r.status: r["count"] for r in part_status.join(batch_keys, ["record_type", "record_key"])
+                                 .groupBy("status").count().collect()}
+            batch.unpersist()
+        record.records_in = sum(counts.values()) + n_rejected
+        record.duplicates = counts["duplicate"]
+        record.pending = batch_part_status.get(PENDING, 0)
+        record.quarantined = counts["quarantined"] + n_rejected + batch_part_status.get(EXPIRED, 0)
+        valid = counts["single"] + batch_part_status.get(ASSEMBLED, 0)
+        record.rated = valid
+        record.details["outcomes"] = {**counts, "rejected_files": n_rejected, "parts": batch_part_status}
+        if n_rejected:
+            merge(rejected_q, silver("quarantine"), ["quarantine_id"], update=False)
+        record.check_conservation(valid)
+        failed = record.details.get("quality", {}).get("failed")
+        if failed:
+            raise data_quality.DataQualityError(
+                f"batch breached {len(failed)} expectation(s): {'; '.join(failed[:3])}; "
+                f"see {record.details['quality']['docs']}")
+    return record
+
+
+def _write_events(events: DataFrame, path: str) -> None:
+    merge(events, path, ["event_id"], update=False, partition_by=["event_date"])
+
+
+def _settle_partials(spark: SparkSession, conf: Config, logical_date: date, bounds: dict, record: RunRecord,
+                     now: datetime) -> DataFrame:
+    """Assemble complete groups, expire old incomplete ones; return every part's status after."""
+    path = conf.table_path("silver", "partial_records")
+    if not table_exists(spark, path):
+        return spark.createDataFrame([], "record_type string, record_key string, status string")
+    all_parts = read_table(spark, path)
+    open_groups = all_parts.where(F.col("status") != ASSEMBLED).select("record_type", "group_key").distinct()
+    parts = all_parts.join(open_groups, ["record_type", "group_key"]).persist()
+    groups = evaluate_groups(parts, bounds["partial_expiry_before"])
+    judged = parts.join(groups, ["record_type", "group_key"])
+    complete = judged.where(F.col("group_status") == ASSEMBLED)
+    _write_events(assemble(complete, conf, record.run_id), conf.table_path("silver", "events"))
+    expired = judged.where((F.col("group_status") == EXPIRED) & (F.col("status") == PENDING))
+    merge(quarantine_rows(expired, F.lit(R.PARTIAL_INCOMPLETE),
+                          F.concat(F.lit("call/session incomplete after the partial timeout: group "), F.col("group_key")),
+                          record.run_id, logical_date, now),
+          conf.table_path("silver", "quarantine"), ["quarantine_id"], update=False)
+    # parts that had expired and are now assembled: their quarantine rows are recycled
+    revived = judged.where((F.col("group_status") == ASSEMBLED) & (F.col("status") == EXPIRED))
+    if revived.limit(1).count():
+        recycled = quarantine_rows(revived, F.lit(R.PARTIAL_INCOMPLETE), F.lit(""), record.run_id, logical_date, now) \
+            .select("quarantine_id", F.lit(R.RECYCLED).alias("status"))
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(spark, conf.table_path("silver", "quarantine")).alias("t").merge(
+            recycled.alias("s"), "t.quarantine_id = s.quarantine_id").whenMatchedUpdate(
+            set={"status": "s.status"}).execute()
+    changed = judged.where(F.col("group_status") != F.col("status")).select(
+        *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
+    if changed.limit(1).count():
+        merge(changed, path, ["record_type", "record_key"], update=True)
+    statuses = judged.select("record_type", "record_key", F.col("group_status").alias("status"))
+    result = statuses.union(all_parts.where(F.col("status") == ASSEMBLED).select("record_type", "record_key", "status"))
+    result = result.localCheckpoint()
+    parts.unpersist()
+    record.details["partials_open_after"] = result.where(F.col("status") == PENDING).count()
+    return result
+
+
