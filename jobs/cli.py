@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(tabulate(frame, headers="keys", tablefmt="simple", showindex=False))
             return 0
+        if args.command == "recycle":
+            from jobs.rate import recycle
+
+            record = recycle(spark, conf)
+            print(f"recycle: retried={record.records_in:,} rated={record.rated:,} still suspended={record.quarantined:,}")
+            return 0
         raise NotImplementedError(f"`{args.command}` is not built yet")
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

@@ -1,0 +1,25 @@
+"""Registers every Delta table of the warehouse as billing.<table> for SQL by name."""
+from __future__ import annotations
+
+from jobs.common.config import Config
+from jobs.common.delta_io import table_exists
+
+TABLES = {
+    "bronze": ("file_manifest", "cdr_voice", "cdr_sms", "cdr_data", "cdr_asterisk"),
+    "silver": ("events", "quarantine", "duplicates", "partial_records", "record_keys"),
+    "gold": ("rated_events", "tariff_versions", "invoices", "invoice_lines", "tax_summary", "usage_assurance"),
+    "audit": ("pipeline_runs", "validation_results"),
+}
+
+
+def register_tables(spark, conf: Config, database: str = "billing") -> list[str]:
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+    registered = []
+    for layer, names in TABLES.items():
+        for name in names:
+            path = conf.table_path(layer, name)
+            if table_exists(spark, path):
+                spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW `{name}` AS SELECT * FROM delta.`{path}`")
+                spark.sql(f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{path}'")
+                registered.append(f"{database}.{name}")
+    return registered

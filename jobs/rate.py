@@ -1,0 +1,148 @@
+"""Rate: silver/events -> gold/rated_events (+ quarantine for events the rules cannot rate).
+
+Loads and validates the tariff first: an invalid plan raises before anything is rated. Each
+load that changes the rules is recorded in gold/tariff_versions; rated events carry it.
+Events nobody pays for are kept at cost 0 with chargeable = false. Idempotent: events already
+rated (or suspended in quarantine, awaiting `recycle`) are not rated again; writes are MERGEs.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common.audit import RunRecord, audited
+from jobs.common.config import Config
+from jobs.common.delta_io import merge, read_table
+from jobs.rating import CompiledTariff, rate_events
+from jobs.tariff import Tariff, load_tariff
+from schemas import reason_codes as R
+from schemas.tables import COST, EVENTS, QUARANTINE, RATED_EVENTS
+
+STAGE = "rate"
+LOOKBACK_DAYS = 62
+
+
+def keyed_hash(value: Column, key: str) -> Column:
+    return F.substring(F.sha2(F.concat(F.lit(key), F.lit("|"), value), 256), 1, 16)
+
+
+def public_source_keys(record_type: Column, source_keys: Column, conf: Config) -> Column:
+    """The SMS key ends in the subscriber's number: in gold it carries a keyed hash instead."""
+    if conf.privacy.expose_numbers:
+        return source_keys
+    hashed = F.transform(source_keys, lambda k: F.concat(
+        F.regexp_extract(k, r"^(.*\|)[^|]*$", 1), keyed_hash(F.regexp_extract(k, r"\|([^|]*)$", 1), conf.privacy.hash_key)))
+    return F.when(record_type == "sms", hashed).otherwise(source_keys)
+
+
+def price(events: DataFrame, tariff: CompiledTariff, conf: Config) -> DataFrame:
+    """All events -> rating columns; nobody-pays events at cost 0 without a tariff lookup."""
+    chargeable = events.where(F.col("chargeable"))
+    free = events.where(~F.col("chargeable")).select(
+        *events.columns, F.lit(None).cast("string").alias("rating_reason"), F.lit(None).cast("string").alias("rating_detail"),
+        F.lit(None).cast("string").alias("destination_id"), F.lit(None).cast("string").alias("rating_plan_id"),
+        F.lit(0).cast("decimal(30,18)").alias("cost_exact"), F.lit(0).cast("decimal(30,18)").alias("cost_rounded"))
+    return rate_events(chargeable, tariff, conf.operator.timezone).unionByName(free)
+
+
+def to_rated_rows(priced: DataFrame, conf: Config, tariff_version: str, run_id: str, now: datetime) -> DataFrame:
+    return priced.where(F.col("rating_reason").isNull()).select(
+        "event_id", "record_type", public_source_keys(F.col("record_type"), F.col("source_keys"), conf).alias("source_keys"),
+        "account_id", "event_start", "event_date", "usage", "usage_unit", "chargeable", "category", "destination_id",
+        "rating_plan_id", F.col("cost_rounded").cast(COST).alias("cost"), "cost_exact", "currency",
+        F.lit(tariff_version).alias("tariff_version"), F.lit(now).alias("rated_at"), F.lit(run_id).alias("run_id"))
+
+
+def to_quarantine_rows(priced: DataFrame, run_id: str, logical_date: date | None, now: datetime) -> DataFrame:
+    bad = priced.where(F.col("rating_reason").isNotNull())
+    event_json = F.to_json(F.struct(*[F.col(c) for c in EVENTS.fieldNames()]))
+    return bad.select(
+        F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"),
+        "record_type", F.lit(STAGE).alias("stage"), F.element_at("source_files", 1).alias("source_file"),
+        F.lit(None).cast("long").alias("line_number"), F.col("event_id").alias("record_key"),
+        F.lit(None).cast("string").alias("raw_record"), event_json.alias("event_json"),
+        F.col("rating_reason").alias("reason_code"), F.col("rating_detail").alias("reason_detail"),
+        F.lit(now).alias("first_seen_at"), F.lit(now).alias("last_attempt_at"), F.lit(1).alias("attempts"),
+        F.lit(R.SUSPENDED).alias("status"), F.lit(run_id).alias("run_id"), F.lit(logical_date).cast("date").alias("logical_date"))
+
+
+def record_tariff_version(spark: SparkSession, conf: Config, tariff: Tariff) -> None:
+    row = (tariff.version, tariff.folder, datetime.now(timezone.utc).replace(tzinfo=None),
+           json.dumps({"destinations": len(tariff.destinations), "rates": len(tariff.rates),
+                       "rating_plans": len(tariff.rating_plans), "profiles": len(tariff.profiles)}))
+    frame = spark.createDataFrame([row], "tariff_version string, rules_path string, loaded_at timestamp, summary string")
+    merge(frame, conf.table_path("gold", "tariff_versions"), ["tariff_version"], update=False)
+
+
+def load_rules(spark: SparkSession, conf: Config) -> tuple[Tariff, CompiledTariff]:
+    tariff = load_tariff(conf.paths.rules, conf.operator.timezone)
+    record_tariff_version(spark, conf, tariff)
+    return tariff, CompiledTariff(spark, tariff, conf.operator.tenant)
+
+
+def write_rated(rated: DataFrame, conf: Config, update: bool = False) -> None:
+    merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"])
+
+
+def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
+    record = record or RunRecord(STAGE, logical_date)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with audited(spark, conf, record):
+        tariff, compiled = load_rules(spark, conf)
+        record.details["tariff_version"] = tariff.version
+        since = logical_date - timedelta(days=LOOKBACK_DAYS)
+        events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(F.col("event_date") >= F.lit(since))
+        rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).select("event_id")
+        waiting = (read_table(spark, conf.table_path("silver", "quarantine"), QUARANTINE)
+                   .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)).select(F.col("record_key").alias("event_id")))
+        todo = events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
+        priced = price(todo, compiled, conf).persist()
+        outcome = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
+        write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
+        merge(to_quarantine_rows(priced, record.run_id, logical_date, now), conf.table_path("silver", "quarantine"),
+              ["quarantine_id"], update=False)
+        record.details["quarantined_by_reason"] = {r.rating_reason: r["count"] for r in priced.where(
+            F.col("rating_reason").isNotNull()).groupBy("rating_reason").count().collect()}
+        priced.unpersist()
+        record.records_in = sum(outcome.values())
+        record.rated = outcome.get(True, 0)
+        record.quarantined = outcome.get(False, 0)
+        record.check_conservation(record.rated)
+    return record
+
+
+def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
+    """Rate the suspended rating-quarantine events again with the current rules."""
+    from delta.tables import DeltaTable
+
+    record = record or RunRecord("recycle", None)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    qpath = conf.table_path("silver", "quarantine")
+    with audited(spark, conf, record):
+        tariff, compiled = load_rules(spark, conf)
+        suspended = read_table(spark, qpath, QUARANTINE).where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED))
+        events = suspended.select(F.from_json("event_json", EVENTS).alias("e")).select("e.*")
+        priced = price(events, compiled, conf).persist()
+        rated = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
+        write_rated(rated, conf)
+        fixed = priced.where(F.col("rating_reason").isNull()).select(
+            F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"))
+        still = priced.where(F.col("rating_reason").isNotNull()).select(
+            F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"),
+            F.col("rating_reason").alias("reason_code"))
+        record.records_in = priced.count()
+        record.rated = fixed.count()
+        record.quarantined = record.records_in - record.rated
+        if record.records_in:
+            table = DeltaTable.forPath(spark, qpath).alias("t")
+            table.merge(fixed.alias("s"), "t.quarantine_id = s.quarantine_id").whenMatchedUpdate(
+                set={"status": F.lit(R.RECYCLED), "last_attempt_at": F.lit(now), "attempts": F.col("t.attempts") + 1}).execute()
+            DeltaTable.forPath(spark, qpath).alias("t").merge(still.alias("s"), "t.quarantine_id = s.quarantine_id") \
+                .whenMatchedUpdate(set={"reason_code": F.col("s.reason_code"), "last_attempt_at": F.lit(now),
+                                        "attempts": F.col("t.attempts") + 1}).execute()
+        priced.unpersist()
+        record.check_conservation(record.rated)
+    return record
