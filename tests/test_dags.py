@@ -1,0 +1,35 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.common.config import PROJECT_ROOT
+
+DAGS = PROJECT_ROOT / "dags"
+
+
+def test_dagbag_imports_without_errors():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    assert {"cdr_daily", "quarantine_recycle"} <= set(bag.dag_ids)
+    for dag in bag.dags.values():
+        assert dag.tags and dag.doc_md and not dag.catchup
+        for task in dag.tasks:
+            assert task.doc_md, f"{dag.dag_id}.{task.task_id} has no doc_md"
+            assert task.retries >= 1 and task.execution_timeout
+
+
+def test_dag_files_import_fast_and_without_spark_or_gx():
+    probe = (
+        "import sys, time; sys.path.insert(0, {dags!r}); import airflow.sdk;"
+        "t = time.perf_counter(); import importlib; importlib.import_module({name!r});"
+        "print(time.perf_counter() - t, 'pyspark' in sys.modules, 'great_expectations' in sys.modules)"
+    )
+    for path in DAGS.glob("[!_]*.py"):
+        out = subprocess.run([sys.executable, "-c", probe.format(dags=str(DAGS), name=path.stem)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        seconds, spark_loaded, gx_loaded = float(out[-3]), out[-2] == "True", out[-1] == "True"
+        assert not spark_loaded and not gx_loaded, path.name
+        assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to import"

@@ -1,0 +1,64 @@
+import csv
+import filecmp
+import gzip
+import json
+from datetime import date
+
+from jobs.common.config import PROJECT_ROOT
+from jobs.generate.cdrs import GeneratorSettings, generate
+from jobs.generate.tariff import write_default_plan
+from schemas.landing import CDR_KINDS, SUBSCRIBER_COLUMNS
+
+
+def _generate(out):
+    return generate(GeneratorSettings(out=out, seed=7, subscribers=60, start=date(2026, 11, 2), days=2, events_per_day=300))
+
+
+def _read(path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    _generate(tmp_path / "a")
+    _generate(tmp_path / "b")
+    comparison = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files
+    for relative in files:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
+    assert not comparison.diff_files
+
+
+def test_files_parse_back_with_the_spec_columns(tmp_path):
+    summary = _generate(tmp_path)
+    bad = _read(tmp_path / "expected" / "bad_records.csv")[1:]
+    for kind in CDR_KINDS:
+        files = sorted((tmp_path / "landing" / kind.folder).glob("*.csv*"))
+        assert len(files) == 4, kind.name          # two files a day, two days
+        for path in files:
+            rows = _read(path)
+            if kind.has_header:
+                assert sorted(rows[0]) == sorted(kind.columns)
+                body = rows[1:]
+                width = len(rows[0])
+            else:
+                body = rows
+                width = len(kind.columns)
+            first_line = 2 if kind.has_header else 1
+            wrong_width = {n for n, r in enumerate(body, start=first_line) if len(r) != width}
+            source = f"{kind.folder}/{path.name}"
+            assert wrong_width == {int(b[1]) for b in bad if b[0] == source and b[2] == "MALFORMED_ROW"}, source
+    subscribers = _read(tmp_path / "reference" / "subscribers.csv")
+    assert tuple(subscribers[0]) == SUBSCRIBER_COLUMNS
+    expected = json.loads((tmp_path / "expected" / "summary.json").read_text())
+    assert expected["bad_records"] == summary["bad_records"] > 0
+    reasons = {row[2] for row in _read(tmp_path / "expected" / "bad_records.csv")[1:]}
+    assert {"MALFORMED_ROW", "MISSING_FIELD", "BAD_TIMESTAMP", "NEGATIVE_USAGE", "UNKNOWN_SUBSCRIBER", "BAD_NUMBER"} <= reasons
+
+
+def test_committed_default_tariff_is_the_generators_output(tmp_path):
+    for written in write_default_plan(tmp_path):
+        committed = PROJECT_ROOT / "rating_rules" / "default" / written.name
+        assert committed.read_bytes() == written.read_bytes(), written.name

@@ -1,0 +1,102 @@
+from datetime import date, datetime
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.common.audit import ConservationError, RunRecord
+from jobs.common.config import load_config
+from jobs.common.reference import attach_subscriber, subscriber_periods
+from jobs.standardise import standardise_voice
+from jobs.validate import apply_rules, classify, evaluate_groups, mark_duplicates, run_bounds
+from schemas import reason_codes as R
+from schemas.landing import VOICE
+from schemas.tables import RECORD_KEYS, bronze_schema
+
+CONF = load_config(environ={})
+GOOD = {"record_type": "MOC", "msc_id": "MSC01", "call_reference": "1", "sequence_number": "", "cause_for_term": "0",
+        "served_imsi": "262011", "served_msisdn": "491511000001", "calling_number": "491511000001",
+        "called_number": "030123456", "seizure_time": "2026-11-02T09:59:50Z", "answer_time": "2026-11-02T10:00:00Z",
+        "release_time": "2026-11-02T10:01:30Z", "call_duration": "90", "msc_incoming_tkgp": "I", "msc_outgoing_tkgp": "TG01",
+        "cell_id": "1"}
+
+
+def voice_bronze(spark, *changes, parse_error=None):
+    rows = []
+    for line, change in enumerate(changes, start=2):
+        record = {**GOOD, "call_reference": str(line), **change}
+        rows.append(tuple(record[c] for c in VOICE.columns) + (None, "cdr/voice/f.csv", line, "raw", parse_error, "r", date(2026, 11, 2)))
+    return spark.createDataFrame(rows, bronze_schema(VOICE))
+
+
+def subscribers(spark):
+    raw = spark.createDataFrame([("ACC1", "491511000001", "i", "P_BASIC", "1", "EUR", "DE", "2026-01-01", "")],
+                                "account_id string, msisdn string, imsi string, plan_id string, bill_cycle_day string, "
+                                "currency string, tax_region string, valid_from string, valid_to string")
+    return subscriber_periods(raw, "Europe/Berlin")
+
+
+def checked(spark, bronze):
+    typed = standardise_voice(bronze, CONF.operator)
+    return apply_rules(attach_subscriber(typed, subscribers(spark)), run_bounds(CONF, date(2026, 11, 2)))
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({}, None),
+    ({"served_msisdn": ""}, R.MISSING_FIELD),
+    ({"record_type": "XYZ"}, R.BAD_VALUE),
+    ({"answer_time": "2026-13-45T25:61:00Z"}, R.BAD_TIMESTAMP),
+    ({"answer_time": "2026-11-03T00:20:00+01:00"}, R.FUTURE_TIMESTAMP),
+    ({"call_duration": "-42"}, R.NEGATIVE_USAGE),
+    ({"call_duration": "9999999"}, R.USAGE_TOO_LARGE),
+    ({"call_duration": "12s"}, R.BAD_VALUE),
+    ({"called_number": "+49AB12C"}, R.BAD_NUMBER),
+    ({"served_msisdn": "49999000000"}, R.UNKNOWN_SUBSCRIBER),
+    ({"answer_time": "2025-12-31T22:00:00Z"}, R.UNKNOWN_SUBSCRIBER),   # before the subscriber's valid_from
+])
+def test_each_rule_gives_its_reason_code(spark, change, reason):
+    row = checked(spark, voice_bronze(spark, change)).first()
+    assert row.reason_code == reason, row.reason_detail
+    if reason:
+        assert row.reason_detail
+
+
+def test_malformed_rows_are_reported_first(spark):
+    row = checked(spark, voice_bronze(spark, {}, parse_error="MALFORMED_ROW: 3 fields, header has 16")).first()
+    assert row.reason_code == R.MALFORMED_ROW
+
+
+def test_duplicates_within_a_batch_and_against_earlier_runs(spark):
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"},
+                                        {"call_reference": "C"}))
+    prior = spark.createDataFrame([("voice", "MSC01|C|1", "cdr/voice/old.csv", 9, "r0", date(2026, 11, 1))], RECORD_KEYS)
+    marked = {r.line_number: r for r in classify(mark_duplicates(batch, prior)).collect()}
+    assert marked[2].outcome == "single" and marked[3].outcome == "duplicate" and marked[3].first_line_number == 2
+    assert marked[4].outcome == "single"
+    assert marked[5].outcome == "duplicate" and marked[5].first_source_file == "cdr/voice/old.csv"
+    # rerunning a batch whose keys are already indexed (by itself) marks nothing new
+    own = spark.createDataFrame([("voice", "MSC01|A|1", "cdr/voice/f.csv", 2, "r1", date(2026, 11, 2))], RECORD_KEYS)
+    again = {r.line_number: r.outcome for r in classify(mark_duplicates(batch, own)).collect()}
+    assert again[2] == "single" and again[3] == "duplicate"
+
+
+def _parts(spark, *parts):
+    return spark.createDataFrame([("voice", "g", seq, last, datetime(2026, 11, 2, 10, 0, 0)) for seq, last in parts],
+                                 "record_type string, group_key string, sequence int, is_last_part boolean, event_start timestamp")
+
+
+@pytest.mark.parametrize("parts, expiry, status", [
+    (((1, False), (2, False), (3, True)), datetime(2026, 11, 1), "assembled"),
+    (((3, True), (1, False), (2, False)), datetime(2026, 11, 1), "assembled"),       # out of order
+    (((1, False), (3, True)), datetime(2026, 11, 1), "pending"),                       # part 2 missing
+    (((1, False), (2, False)), datetime(2026, 11, 1), "pending"),                      # not closed yet
+    (((1, False), (2, False)), datetime(2026, 11, 3), "expired"),                      # waited too long
+])
+def test_partial_groups(spark, parts, expiry, status):
+    assert evaluate_groups(_parts(spark, *parts), expiry).first().group_status == status
+
+
+def test_conservation_check_fails_when_a_record_is_lost():
+    record = RunRecord("validate", date(2026, 11, 2), records_in=10, quarantined=2, duplicates=1, pending=1)
+    record.check_conservation(valid=6)
+    with pytest.raises(ConservationError, match="records_in=10"):
+        record.check_conservation(valid=5)
