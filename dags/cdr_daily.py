@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, task
 
-from _pipeline import DEFAULT_ARGS, landing_root, spark_stage
+from jobs.airflow_stage import DEFAULT_ARGS, landing_root, spark_stage
 
 RATED_EVENTS = Asset("cdr-billing://gold/rated_events")
 

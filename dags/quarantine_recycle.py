@@ -5,7 +5,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
-from _pipeline import DEFAULT_ARGS, spark_stage
+from jobs.airflow_stage import DEFAULT_ARGS, spark_stage
 
 with DAG(
     dag_id="quarantine_recycle",

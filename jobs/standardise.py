@@ -5,6 +5,8 @@ mode); validation turns them into reason codes.
 """
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -34,6 +36,20 @@ def iso_timestamp(col: str) -> Column:
 
 def whole_number(col: str) -> Column:
     return F.expr(f"try_cast(nullif(trim(`{col}`), '') AS BIGINT)")
+
+
+def all_timestamps_valid(parsed: dict[str, Column]) -> Column:
+    """False when any timestamp field is present but unparseable: the record is then bad as a
+    whole (BAD_TIMESTAMP), even if the field it is rated by happens to be fine."""
+    ok = F.lit(True)
+    for raw, value in parsed.items():
+        ok = ok & (blank_to_null(raw).isNull() | value.isNotNull())
+    return ok
+
+
+def non_negative_sum(*parts: Column) -> Column:
+    """Sum of volume counters; a negative counter is kept visible (NEGATIVE_USAGE), not netted."""
+    return F.when(F.least(*parts) < 0, F.least(*parts)).otherwise(reduce(lambda a, b: a + b, parts))
 
 
 def normalise_number(col: str, op: OperatorSettings) -> Column:
@@ -81,7 +97,8 @@ def standardise_voice(bronze: DataFrame, op: OperatorSettings) -> DataFrame:
         _key(F.trim("msc_id"), F.trim("call_reference")).alias("group_key"),
         seq.alias("sequence"), last.alias("is_last_part"),
         ((seq > 1) | ~last).alias("is_partial"),
-        F.when(answered, iso_timestamp("answer_time")).otherwise(iso_timestamp("seizure_time")).alias("event_start"),
+        F.when(all_timestamps_valid({c: iso_timestamp(c) for c in ("seizure_time", "answer_time", "release_time")}),
+               F.when(answered, iso_timestamp("answer_time")).otherwise(iso_timestamp("seizure_time"))).alias("event_start"),
         whole_number("call_duration").alias("usage"),
         (rtype.isin("MOC", "FWD") & answered).alias("chargeable"),
         F.lit("call").alias("category"),
@@ -124,7 +141,7 @@ def standardise_data(bronze: DataFrame, op: OperatorSettings) -> DataFrame:
         F.coalesce(seq, F.lit(1)).alias("sequence"), last.alias("is_last_part"),
         ((F.coalesce(seq, F.lit(1)) > 1) | ~last).alias("is_partial"),
         iso_timestamp("record_opening_time").alias("event_start"),
-        (whole_number("data_volume_uplink") + whole_number("data_volume_downlink")).alias("usage"),
+        non_negative_sum(whole_number("data_volume_uplink"), whole_number("data_volume_downlink")).alias("usage"),
         F.lit(True).alias("chargeable"),
         F.when(roaming, F.lit("data_roaming")).otherwise(F.lit("data")).alias("category"),
         normalise_number("served_msisdn", op).alias("served_msisdn"),
@@ -146,7 +163,9 @@ def standardise_asterisk(bronze: DataFrame, op: OperatorSettings) -> DataFrame:
         F.lit("ASTERISK").alias("record_type_raw"), disposition.alias("disposition"),
         key.alias("record_key"), key.alias("group_key"), F.lit(1).alias("sequence"),
         F.lit(True).alias("is_last_part"), F.lit(False).alias("is_partial"),
-        F.when(answered & blank_to_null("answer").isNotNull(), local("answer")).otherwise(local("start")).alias("event_start"),
+        F.when(all_timestamps_valid({c: local(c) for c in ("start", "answer", "end")}),
+               F.when(answered & blank_to_null("answer").isNotNull(), local("answer")).otherwise(local("start")))
+        .alias("event_start"),
         whole_number("billsec").alias("usage"), answered.alias("chargeable"), F.lit("call").alias("category"),
         normalise_number("src", op).alias("served_msisdn"), normalise_number("dst", op).alias("destination"),
         F.lit(None).cast("string").alias("msc_outgoing_tkgp"), F.lit(None).cast("string").alias("apn"),

@@ -20,6 +20,8 @@ def _snapshot(spark, conf, layer, table, drop=()):
 
 @pytest.mark.slow
 def test_generated_days_end_to_end(spark, conf, tmp_path):
+    # tiny batches carry at least one of every fault kind, so allow more than 1 % bad rows
+    conf = conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.8})})
     generate(GeneratorSettings(out=tmp_path, seed=3, subscribers=40, start=START, days=DAYS, events_per_day=150))
     runs = []
     for offset in range(DAYS):
@@ -68,3 +70,22 @@ def test_generated_days_end_to_end(spark, conf, tmp_path):
     assert len(frame) == rated.count()
     sms_keys = frame.loc[frame["record_type"] == "sms", "source_keys"].map(lambda k: k[0])
     assert not any(k.split("|")[-1].startswith("4915") for k in sms_keys), "raw numbers leaked into gold"
+
+
+@pytest.mark.slow
+def test_a_breached_expectation_fails_the_run_after_writing_what_it_found(spark, conf, tmp_path):
+    from jobs.data_quality import DataQualityError
+
+    strict = conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.999})})
+    generate(GeneratorSettings(out=tmp_path, seed=5, subscribers=30, start=START, days=1, events_per_day=100))
+    collect.run(spark, strict, START)
+    with pytest.raises(DataQualityError, match=r"expect_column_values_to_be_null\(parse_error\).*data_docs/index.html"):
+        validate.run(spark, strict, START)
+    assert read_table(spark, strict.table_path("silver", "quarantine")).count() > 0
+    results = read_table(spark, strict.table_path("audit", "validation_results"))
+    assert results.where("NOT success").count() > 0
+    audit = read_table(spark, strict.table_path("audit", "pipeline_runs")).where("job = 'validate'").first()
+    assert audit.status == "failed"
+    from jobs.data_quality import docs_dir
+
+    assert (docs_dir(strict) / "index.html").is_file()

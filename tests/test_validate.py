@@ -46,6 +46,7 @@ def checked(spark, bronze):
     ({"record_type": "XYZ"}, R.BAD_VALUE),
     ({"answer_time": "2026-13-45T25:61:00Z"}, R.BAD_TIMESTAMP),
     ({"answer_time": "2026-11-03T00:20:00+01:00"}, R.FUTURE_TIMESTAMP),
+    ({"release_time": "2026-11-02T25:00:00Z"}, R.BAD_TIMESTAMP),          # not the start, still bad
     ({"call_duration": "-42"}, R.NEGATIVE_USAGE),
     ({"call_duration": "9999999"}, R.USAGE_TOO_LARGE),
     ({"call_duration": "12s"}, R.BAD_VALUE),
