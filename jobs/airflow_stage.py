@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.common.config import PROJECT_ROOT, load_config
-from jobs.common.jars import jar_coordinates, jars_dir
+from jobs.common.jars import jar_paths
 from jobs.common.spark import session_settings
 
 ENTRY = str(PROJECT_ROOT / "jobs" / "spark_entry.py")
@@ -28,8 +28,7 @@ def spark_stage(task_id: str, args: list[str], doc_md: str):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     conf = load_config()
-    folder = jars_dir(conf.spark)
-    jars = ",".join(str(folder / f"{c.split(':')[1]}-{c.split(':')[2]}.jar") for c in jar_coordinates(conf.spark))
+    jars = ",".join(str(path) for path in jar_paths(conf.spark))
     return SparkSubmitOperator(
         task_id=task_id,
         conn_id="spark_default",

@@ -30,7 +30,6 @@ from schemas import reason_codes as R
 
 MAX_FALLBACK_HOPS = 3
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
-FAR_PAST = datetime(1, 1, 2, tzinfo=timezone.utc)
 PRICE = DecimalType(14, 8)
 EXACT = DecimalType(30, 18)
 SEG_NUMERATOR = DecimalType(28, 8)
@@ -147,12 +146,13 @@ class CompiledTariff:
 
     def __init__(self, spark: SparkSession, tariff: Tariff, tenant: str):
         self.version = tariff.version
-        self.segments = spark.createDataFrame(compile_segments(tariff, tenant), SEGMENTS)
+        segments = compile_segments(tariff, tenant)
+        self.segments = spark.createDataFrame(segments, SEGMENTS)
         self.prefixes = spark.createDataFrame(compile_prefixes(tariff)).select(
             F.col("rp_id").cast("string"), F.col("prefix").cast("string"), F.col("destination_id").cast("string"))
         self.plan_rows = spark.createDataFrame(compile_plan_rows(tariff), PLAN_ROWS)
         self.subjects = {}
-        for category, subject, *_ in compile_segments(tariff, tenant):
+        for category, subject, *_ in segments:
             self.subjects.setdefault(category, set()).add(subject)
 
 

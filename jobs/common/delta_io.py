@@ -43,14 +43,6 @@ def read_table(spark: SparkSession, path: str, schema: StructType | None = None,
     return reader.load(path)
 
 
-def table_version(spark: SparkSession, path: str) -> int | None:
-    from delta.tables import DeltaTable
-
-    if not table_exists(spark, path):
-        return None
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
-
-
 def _ensure(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
     if not table_exists(spark, path):
         writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore")
@@ -65,15 +57,8 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterab
     with_conflict_retry(lambda: df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path))
 
 
-def overwrite(df: DataFrame, path: str, partition_by: Iterable[str] = ()) -> None:
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    with_conflict_retry(lambda: writer.save(path))
-
-
 def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
-          partition_by: Iterable[str] = (), update_condition: str | None = None) -> None:
+          partition_by: Iterable[str] = ()) -> None:
     """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing."""
     from delta.tables import DeltaTable
 
@@ -84,7 +69,7 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     def _run() -> None:
         builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
         if update:
-            builder = builder.whenMatchedUpdateAll(condition=update_condition)
+            builder = builder.whenMatchedUpdateAll()
         builder.whenNotMatchedInsertAll().execute()
 
     with_conflict_retry(_run)

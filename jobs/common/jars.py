@@ -34,10 +34,15 @@ def _jar_file(coordinate: str) -> str:
     return f"{artifact}-{version}.jar"
 
 
+def jar_paths(settings: SparkSettings) -> list[Path]:
+    """Where the jars are (or will be, once fetched)."""
+    return [jars_dir(settings) / _jar_file(c) for c in jar_coordinates(settings)]
+
+
 def required_jars(settings: SparkSettings) -> list[Path]:
     """The jar paths, or MissingJarsError naming the missing ones and how to fetch them."""
     folder = jars_dir(settings)
-    paths = [folder / _jar_file(c) for c in jar_coordinates(settings)]
+    paths = jar_paths(settings)
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise MissingJarsError(f"Delta jars missing in {folder}: {', '.join(missing)}; {FETCH_HINT}")
@@ -50,8 +55,8 @@ def fetch(settings: SparkSettings) -> list[Path]:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise MissingJarsError("Maven (mvn) is needed to fetch the Delta jars: apt-get install maven")
-    for coordinate in jar_coordinates(settings):
-        if (folder / _jar_file(coordinate)).is_file():
+    for coordinate, path in zip(jar_coordinates(settings), jar_paths(settings)):
+        if path.is_file():
             continue
         result = subprocess.run(
             [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={folder}"],
