@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import merge, read_table
+from jobs.common.delta_io import merge, read_table, update_matched
+from jobs.common.quarantine import quarantine_id, to_quarantine
 from jobs.rating import CompiledTariff, rate_events
 from jobs.tariff import Tariff, load_tariff
 from schemas import reason_codes as R
@@ -57,16 +58,12 @@ def to_rated_rows(priced: DataFrame, conf: Config, tariff_version: str, run_id: 
 
 
 def to_quarantine_rows(priced: DataFrame, run_id: str, logical_date: date | None, now: datetime) -> DataFrame:
-    bad = priced.where(F.col("rating_reason").isNotNull())
-    event_json = F.to_json(F.struct(*[F.col(c) for c in EVENTS.fieldNames()]))
-    return bad.select(
-        F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"),
-        "record_type", F.lit(STAGE).alias("stage"), F.element_at("source_files", 1).alias("source_file"),
-        F.lit(None).cast("long").alias("line_number"), F.col("event_id").alias("record_key"),
-        F.lit(None).cast("string").alias("raw_record"), event_json.alias("event_json"),
-        F.col("rating_reason").alias("reason_code"), F.col("rating_detail").alias("reason_detail"),
-        F.lit(now).alias("first_seen_at"), F.lit(now).alias("last_attempt_at"), F.lit(1).alias("attempts"),
-        F.lit(R.SUSPENDED).alias("status"), F.lit(run_id).alias("run_id"), F.lit(logical_date).cast("date").alias("logical_date"))
+    return to_quarantine(
+        priced.where(F.col("rating_reason").isNotNull()), stage=STAGE, quarantine_key=["event_id"],
+        source_file=F.element_at("source_files", 1), line_number=F.lit(None), record_key=F.col("event_id"),
+        raw_record=F.lit(None), event_json=F.to_json(F.struct(*[F.col(c) for c in EVENTS.fieldNames()])),
+        reason_code=F.col("rating_reason"), reason_detail=F.col("rating_detail"), run_id=run_id,
+        logical_date=logical_date, now=now)
 
 
 def record_tariff_version(spark: SparkSession, conf: Config, tariff: Tariff) -> None:
@@ -116,8 +113,6 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
 
 def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
     """Rate the suspended rating-quarantine events again with the current rules."""
-    from delta.tables import DeltaTable
-
     record = record or RunRecord("recycle", None)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     qpath = conf.table_path("silver", "quarantine")
@@ -128,21 +123,18 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         priced = price(events, compiled, conf).persist()
         rated = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
         write_rated(rated, conf)
-        fixed = priced.where(F.col("rating_reason").isNull()).select(
-            F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"))
-        still = priced.where(F.col("rating_reason").isNotNull()).select(
-            F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "event_id"), 256), 1, 32).alias("quarantine_id"),
-            F.col("rating_reason").alias("reason_code"))
+        # one status update: recycled where it now rates, the latest reason where it still does not
+        attempt = priced.select(
+            quarantine_id(STAGE, "event_id").alias("quarantine_id"),
+            F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
+            F.col("rating_reason").alias("reason_code"), F.lit(now).alias("attempted_at"))
         record.records_in = priced.count()
-        record.rated = fixed.count()
+        record.rated = priced.where(F.col("rating_reason").isNull()).count()
         record.quarantined = record.records_in - record.rated
         if record.records_in:
-            table = DeltaTable.forPath(spark, qpath).alias("t")
-            table.merge(fixed.alias("s"), "t.quarantine_id = s.quarantine_id").whenMatchedUpdate(
-                set={"status": F.lit(R.RECYCLED), "last_attempt_at": F.lit(now), "attempts": F.col("t.attempts") + 1}).execute()
-            DeltaTable.forPath(spark, qpath).alias("t").merge(still.alias("s"), "t.quarantine_id = s.quarantine_id") \
-                .whenMatchedUpdate(set={"reason_code": F.col("s.reason_code"), "last_attempt_at": F.lit(now),
-                                        "attempts": F.col("t.attempts") + 1}).execute()
+            update_matched(attempt, qpath, ["quarantine_id"], {
+                "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
+                "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
         priced.unpersist()
         record.check_conservation(record.rated)
     return record

@@ -17,7 +17,8 @@ from pyspark.sql.window import Window
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import merge, read_table, table_exists
+from jobs.common.delta_io import merge, read_table, table_exists, update_matched
+from jobs.common.quarantine import to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
 from schemas import reason_codes as R
@@ -180,15 +181,12 @@ def assemble(parts: DataFrame, conf: Config, run_id: str) -> DataFrame:
 
 def quarantine_rows(records: DataFrame, reason_code: Column, reason_detail: Column, run_id: str,
                     logical_date: date, now: datetime) -> DataFrame:
-    return records.select(
-        F.substring(F.sha2(F.concat_ws("#", F.lit(STAGE), "record_type", "source_file", F.col("line_number").cast("string")), 256),
-                    1, 32).alias("quarantine_id"),
-        "record_type", F.lit(STAGE).alias("stage"), "source_file", "line_number",
-        F.coalesce(F.col("record_key"), F.concat_ws("#", "source_file", F.col("line_number").cast("string"))).alias("record_key"),
-        "raw_record", F.lit(None).cast("string").alias("event_json"),
-        reason_code.alias("reason_code"), reason_detail.alias("reason_detail"),
-        F.lit(now).alias("first_seen_at"), F.lit(now).alias("last_attempt_at"), F.lit(1).alias("attempts"),
-        F.lit(R.SUSPENDED).alias("status"), F.lit(run_id).alias("run_id"), F.lit(logical_date).alias("logical_date"))
+    line = F.col("line_number").cast("string")
+    return to_quarantine(
+        records, stage=STAGE, quarantine_key=["record_type", "source_file", line], source_file=F.col("source_file"),
+        line_number=F.col("line_number"), record_key=F.coalesce(F.col("record_key"), F.concat_ws("#", "source_file", line)),
+        raw_record=F.col("raw_record"), event_json=F.lit(None), reason_code=reason_code, reason_detail=reason_detail,
+        run_id=run_id, logical_date=logical_date, now=now)
 
 
 PARTIAL_COLUMNS = ("record_type", "record_key", "group_key", "sequence", "is_last_part", "source_file", "line_number",
@@ -210,7 +208,21 @@ def read_batch(spark: SparkSession, conf: Config, logical_date: date) -> DataFra
     return reduce(lambda a, b: a.unionByName(b), frames)
 
 
+def settle_partials(stored: DataFrame, new_parts: DataFrame, expiry_before: datetime) -> DataFrame:
+    """Every part of every open group (stored or new), with its group's status after this run.
+
+    Pure. `is_new` marks parts seen for the first time; a part already stored keeps its row.
+    """
+    fresh = new_parts.join(stored.select("record_type", "record_key"), ["record_type", "record_key"], "left_anti")
+    candidates = stored.withColumn("is_new", F.lit(False)).unionByName(fresh.withColumn("is_new", F.lit(True)))
+    open_groups = candidates.where(F.col("status") != ASSEMBLED).select("record_type", "group_key").distinct()
+    parts = candidates.join(open_groups, ["record_type", "group_key"])
+    return parts.join(evaluate_groups(parts, expiry_before), ["record_type", "group_key"])
+
+
 def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
+    """Each silver table is written once. Quarantine and events go before partial_records, so a
+    crash in between is repaired by the rerun (the parts are still pending) and loses nothing."""
     from jobs import data_quality
 
     record = record or RunRecord(STAGE, logical_date)
@@ -220,49 +232,82 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
     with audited(spark, conf, record):
         rejected = (read_table(spark, conf.table_path("bronze", "file_manifest"), FILE_MANIFEST)
                     .where((F.col("logical_date") == F.lit(logical_date)) & (F.col("status") != "ingested")))
-        rejected_q = rejected.select(
-            F.col("kind").alias("record_type"), F.col("file_name").alias("source_file"), F.lit(0).cast("long").alias("line_number"),
-            F.col("file_name").alias("record_key"), F.lit(None).cast("string").alias("raw_record"),
-            "reason_code", "reason_detail")
-        rejected_q = quarantine_rows(rejected_q, F.col("reason_code"), F.col("reason_detail"), record.run_id, logical_date, now)
+        rejected_q = quarantine_rows(rejected.select(
+            F.col("kind").alias("record_type"), F.col("file_name").alias("source_file"),
+            F.lit(0).cast("long").alias("line_number"), F.col("file_name").alias("record_key"),
+            F.lit(None).cast("string").alias("raw_record"), "reason_code", "reason_detail"),
+            F.col("reason_code"), F.col("reason_detail"), record.run_id, logical_date, now)
         n_rejected = rejected_q.count()
-        typed = read_batch(spark, conf, logical_date)
+        quarantine_out, events_out = [rejected_q], []
         counts = {"quarantined": 0, "duplicate": 0, "single": 0, "part": 0}
+        typed = read_batch(spark, conf, logical_date)
+        batch = new_parts = None
         if typed is not None:
             subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
-            with_subs = attach_subscriber(typed, F.broadcast(subscribers))
-            checked = apply_rules(with_subs, bounds)
+            checked = apply_rules(attach_subscriber(typed, F.broadcast(subscribers)), bounds)
             prior = read_table(spark, silver("record_keys"), RECORD_KEYS).where(
                 F.col("key_date") >= F.lit(logical_date - timedelta(days=DEDUP_WINDOW_DAYS)))
             batch = classify(mark_duplicates(checked, prior)).persist()
             counts.update({r.outcome: r["count"] for r in batch.groupBy("outcome").count().collect()})
             record.details["quality"] = data_quality.validate_batches(spark, conf, batch, bounds, record.run_id, logical_date)
-
-            quarantined = batch.where(F.col("outcome") == "quarantined")
             reason = F.coalesce(F.when(F.col("parse_error").isNotNull(), F.lit(R.MALFORMED_ROW)), F.col("reason_code"))
             detail = F.coalesce(F.col("parse_error"), F.col("reason_detail"))
-            merge(quarantine_rows(quarantined, reason, detail, record.run_id, logical_date, now), silver("quarantine"),
-                  ["quarantine_id"], update=False)
-            dups = batch.where(F.col("outcome") == "duplicate").select(
+            quarantine_out.append(quarantine_rows(batch.where(F.col("outcome") == "quarantined"), reason, detail,
+                                                  record.run_id, logical_date, now))
+            events_out.append(singles_to_events(batch.where(F.col("outcome") == "single"), conf, record.run_id))
+            new_parts = batch.where(F.col("outcome") == "part").select(
+                *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"))
+
+        partials_path = silver("partial_records")
+        stored = read_table(spark, partials_path) if table_exists(spark, partials_path) else None
+        judged = None
+        if stored is not None or new_parts is not None:
+            stored = stored if stored is not None else new_parts.limit(0)
+            new_parts = new_parts if new_parts is not None else stored.limit(0)
+            judged = settle_partials(stored, new_parts, bounds["partial_expiry_before"]).persist()
+            events_out.append(assemble(judged.where(F.col("group_status") == ASSEMBLED), conf, record.run_id))
+            quarantine_out.append(quarantine_rows(
+                judged.where((F.col("group_status") == EXPIRED) & (F.col("status") == PENDING)),
+                F.lit(R.PARTIAL_INCOMPLETE),
+                F.concat(F.lit("call/session incomplete after the partial timeout: group "), F.col("group_key")),
+                record.run_id, logical_date, now))
+
+        merge(reduce(DataFrame.unionByName, quarantine_out), silver("quarantine"), ["quarantine_id"], update=False)
+        if batch is not None:
+            merge(batch.where(F.col("outcome") == "duplicate").select(
                 "record_type", "record_key", "source_file", "line_number", "first_source_file", "first_line_number",
-                F.lit(record.run_id).alias("run_id"), F.lit(logical_date).alias("logical_date"))
-            merge(dups, silver("duplicates"), ["record_type", "source_file", "line_number"], update=False)
-            new_keys = batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
+                F.lit(record.run_id).alias("run_id"), F.lit(logical_date).alias("logical_date")),
+                silver("duplicates"), ["record_type", "source_file", "line_number"], update=False)
+            merge(batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
                 "record_type", "record_key", "source_file", "line_number", F.lit(record.run_id).alias("run_id"),
-                F.lit(logical_date).alias("key_date"))
-            merge(new_keys, silver("record_keys"), ["record_type", "record_key"], update=False)
-            singles = singles_to_events(batch.where(F.col("outcome") == "single"), conf, record.run_id)
-            _write_events(singles, silver("events"))
-            parts = batch.where(F.col("outcome") == "part").select(*PARTIAL_COLUMNS, F.lit(PENDING).alias("status"),
-                                                                    F.lit(record.run_id).alias("run_id"))
-            merge(parts, silver("partial_records"), ["record_type", "record_key"], update=False)
-        part_status = _settle_partials(spark, conf, logical_date, bounds, record, now)
+                F.lit(logical_date).alias("key_date")), silver("record_keys"), ["record_type", "record_key"], update=False)
+        if events_out:
+            merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
+                  partition_by=["event_date"])
+
         batch_part_status = {}
-        if typed is not None and counts["part"]:
-            batch_keys = batch.where(F.col("outcome") == "part").select("record_type", "record_key")
-            batch_part_status = {r.status: r["count"] for r in part_status.join(batch_keys, ["record_type", "record_key"])
-                                 .groupBy("status").count().collect()}
+        if judged is not None:
+            # parts that had expired and are now assembled: their quarantine rows are recycled
+            revived = judged.where((F.col("group_status") == ASSEMBLED) & (F.col("status") == EXPIRED))
+            if revived.limit(1).count():
+                update_matched(quarantine_rows(revived, F.lit(R.PARTIAL_INCOMPLETE), F.lit(""), record.run_id, logical_date,
+                                               now).select("quarantine_id"),
+                               silver("quarantine"), ["quarantine_id"], {"status": f"'{R.RECYCLED}'"})
+            changed = judged.where((F.col("group_status") != F.col("status")) | F.col("is_new")).select(
+                *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
+            merge(changed, partials_path, ["record_type", "record_key"], update=True)
+            if counts["part"]:
+                after = judged.select("record_type", "record_key", F.col("group_status").alias("status")).unionByName(
+                    stored.join(judged.select("record_type", "record_key"), ["record_type", "record_key"], "left_anti")
+                    .select("record_type", "record_key", "status"))
+                batch_keys = batch.where(F.col("outcome") == "part").select("record_type", "record_key")
+                batch_part_status = {r.status: r["count"] for r in after.join(batch_keys, ["record_type", "record_key"])
+                                     .groupBy("status").count().collect()}
+            record.details["partials_open_after"] = judged.where(F.col("group_status") == PENDING).count()
+            judged.unpersist()
+        if batch is not None:
             batch.unpersist()
+
         record.records_in = sum(counts.values()) + n_rejected
         record.duplicates = counts["duplicate"]
         record.pending = batch_part_status.get(PENDING, 0)
@@ -270,8 +315,6 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         valid = counts["single"] + batch_part_status.get(ASSEMBLED, 0)
         record.rated = valid
         record.details["outcomes"] = {**counts, "rejected_files": n_rejected, "parts": batch_part_status}
-        if n_rejected:
-            merge(rejected_q, silver("quarantine"), ["quarantine_id"], update=False)
         record.check_conservation(valid)
         failed = record.details.get("quality", {}).get("failed")
         if failed:
@@ -279,49 +322,3 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 f"batch breached {len(failed)} expectation(s): {'; '.join(failed[:3])}; "
                 f"see {record.details['quality']['docs']}")
     return record
-
-
-def _write_events(events: DataFrame, path: str) -> None:
-    merge(events, path, ["event_id"], update=False, partition_by=["event_date"])
-
-
-def _settle_partials(spark: SparkSession, conf: Config, logical_date: date, bounds: dict, record: RunRecord,
-                     now: datetime) -> DataFrame:
-    """Assemble complete groups, expire old incomplete ones; return every part's status after."""
-    path = conf.table_path("silver", "partial_records")
-    if not table_exists(spark, path):
-        return spark.createDataFrame([], "record_type string, record_key string, status string")
-    all_parts = read_table(spark, path)
-    open_groups = all_parts.where(F.col("status") != ASSEMBLED).select("record_type", "group_key").distinct()
-    parts = all_parts.join(open_groups, ["record_type", "group_key"]).persist()
-    groups = evaluate_groups(parts, bounds["partial_expiry_before"])
-    judged = parts.join(groups, ["record_type", "group_key"])
-    complete = judged.where(F.col("group_status") == ASSEMBLED)
-    _write_events(assemble(complete, conf, record.run_id), conf.table_path("silver", "events"))
-    expired = judged.where((F.col("group_status") == EXPIRED) & (F.col("status") == PENDING))
-    merge(quarantine_rows(expired, F.lit(R.PARTIAL_INCOMPLETE),
-                          F.concat(F.lit("call/session incomplete after the partial timeout: group "), F.col("group_key")),
-                          record.run_id, logical_date, now),
-          conf.table_path("silver", "quarantine"), ["quarantine_id"], update=False)
-    # parts that had expired and are now assembled: their quarantine rows are recycled
-    revived = judged.where((F.col("group_status") == ASSEMBLED) & (F.col("status") == EXPIRED))
-    if revived.limit(1).count():
-        recycled = quarantine_rows(revived, F.lit(R.PARTIAL_INCOMPLETE), F.lit(""), record.run_id, logical_date, now) \
-            .select("quarantine_id", F.lit(R.RECYCLED).alias("status"))
-        from delta.tables import DeltaTable
-
-        DeltaTable.forPath(spark, conf.table_path("silver", "quarantine")).alias("t").merge(
-            recycled.alias("s"), "t.quarantine_id = s.quarantine_id").whenMatchedUpdate(
-            set={"status": "s.status"}).execute()
-    changed = judged.where(F.col("group_status") != F.col("status")).select(
-        *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
-    if changed.limit(1).count():
-        merge(changed, path, ["record_type", "record_key"], update=True)
-    statuses = judged.select("record_type", "record_key", F.col("group_status").alias("status"))
-    result = statuses.union(all_parts.where(F.col("status") == ASSEMBLED).select("record_type", "record_key", "status"))
-    result = result.localCheckpoint()
-    parts.unpersist()
-    record.details["partials_open_after"] = result.where(F.col("status") == PENDING).count()
-    return result
-
-

@@ -101,3 +101,34 @@ def test_conservation_check_fails_when_a_record_is_lost():
     record.check_conservation(valid=6)
     with pytest.raises(ConservationError, match="records_in=10"):
         record.check_conservation(valid=5)
+
+
+def _stored_parts(spark, *rows):
+    from jobs.validate import PARTIAL_COLUMNS
+
+    values = []
+    for group, key, seq, last, status in rows:
+        record = {c: None for c in PARTIAL_COLUMNS}
+        record.update(record_type="voice", record_key=key, group_key=group, sequence=seq, is_last_part=last,
+                      event_start=datetime(2026, 11, 1, 10, 0), usage=60, chargeable=True)
+        values.append(tuple(record[c] for c in PARTIAL_COLUMNS) + (status, "r0"))
+    schema = ("record_type string, record_key string, group_key string, sequence int, is_last_part boolean, "
+              "source_file string, line_number long, raw_record string, served_msisdn string, destination string, "
+              "event_start timestamp, usage long, chargeable boolean, category string, msc_outgoing_tkgp string, "
+              "apn string, serving_plmn string, account_id string, plan_id string, currency string, tax_region string, "
+              "status string, run_id string")
+    return spark.createDataFrame(values, schema)
+
+
+def test_a_late_closing_part_revives_an_expired_group(spark):
+    from jobs.validate import settle_partials
+
+    stored = _stored_parts(spark, ("MSC01|9", "k1", 1, False, "expired"), ("MSC01|9", "k2", 2, False, "expired"),
+                           ("MSC01|8", "k0", 1, True, "assembled"))
+    late = _stored_parts(spark, ("MSC01|9", "k3", 3, True, "pending"))
+    judged = {r.record_key: r for r in settle_partials(stored, late, datetime(2026, 11, 3)).collect()}
+    assert {k: (r.status, r.group_status, r.is_new) for k, r in judged.items()} == {
+        "k1": ("expired", "assembled", False), "k2": ("expired", "assembled", False), "k3": ("pending", "assembled", True)}
+    # the same part seen again (a rerun) is not new, and an assembled-only group is not reopened
+    rerun = settle_partials(stored.unionByName(late), late, datetime(2026, 11, 3)).collect()
+    assert not any(r.is_new for r in rerun) and "k0" not in {r.record_key for r in rerun}

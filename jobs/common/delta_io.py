@@ -73,3 +73,12 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
         builder.whenNotMatchedInsertAll().execute()
 
     with_conflict_retry(_run)
+
+
+def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: dict[str, str]) -> None:
+    """Update matched rows only (`t.` is the table, `s.` the source); unmatched source rows are ignored."""
+    from delta.tables import DeltaTable
+
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    with_conflict_retry(lambda: DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
+                        .whenMatchedUpdate(set=assignments).execute())
