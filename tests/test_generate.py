@@ -62,3 +62,27 @@ def test_committed_default_tariff_is_the_generators_output(tmp_path):
     for written in write_default_plan(tmp_path):
         committed = PROJECT_ROOT / "rating_rules" / "default" / written.name
         assert committed.read_bytes() == written.read_bytes(), written.name
+
+
+def test_no_record_opens_after_the_day_its_file_is_for(tmp_path):
+    """Long calls and data sessions are split into parts; every part must open within its
+    file's day, or the validator would rightly call it a future timestamp."""
+    import pandas as pd
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    generate(GeneratorSettings(out=tmp_path, seed=11, subscribers=60, start=date(2026, 11, 2), days=2,
+                               events_per_day=3000))
+    bad = {(r[0], int(r[1])) for r in _read(tmp_path / "expected" / "bad_records.csv")[1:]}
+    checked = 0
+    for folder, column in (("cdr/voice", "answer_time"), ("cdr/data", "record_opening_time")):
+        for path in sorted((tmp_path / "landing" / folder).glob("*.csv*")):
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
+            day = datetime.strptime(path.name.split("_")[1], "%Y%m%d").date()
+            day_end = pd.Timestamp(datetime.combine(day + timedelta(days=1), time(), ZoneInfo("Europe/Berlin")))
+            opened = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
+            lines = frame.index + 2
+            ok = [(f"{folder}/{path.name}", int(n)) in bad or pd.isna(t) or t < day_end for n, t in zip(lines, opened)]
+            assert all(ok), path.name
+            checked += len(frame)
+    assert checked > 3000

@@ -34,6 +34,7 @@ def test_generated_days_end_to_end(spark, conf, tmp_path):
     quarantine = read_table(spark, conf.table_path("silver", "quarantine"))
     found = {(r.source_file, r.line_number): r.reason_code for r in quarantine.where("stage = 'validate'").collect()}
     assert expected and {k: found.get(k) for k in expected} == expected
+    assert set(found) == set(expected), "a good record was quarantined"
 
     # conservation was checked by every run; the audit table has them all, succeeded
     audit = read_table(spark, conf.table_path("audit", "pipeline_runs")).collect()

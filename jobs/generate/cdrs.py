@@ -12,7 +12,7 @@ import gzip
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -107,6 +107,13 @@ def _event_times(rng, day: date, n: int, tz: ZoneInfo) -> np.ndarray:
     return np.sort(int(midnight.timestamp()) + seconds).astype(np.int64)
 
 
+def _latest_start(day: date, tz: ZoneInfo, last_part_offset: np.ndarray) -> np.ndarray:
+    """Latest start that lets every part of a call/session open within the day: a day's file
+    cannot hold a record opened after the day (it would be a future timestamp, not a late one)."""
+    day_end = int(datetime.combine(day + timedelta(days=1), time(), tz).timestamp())
+    return day_end - last_part_offset - 60
+
+
 def _dialled_numbers(rng, n: int, cc: str, numbers: np.ndarray) -> np.ndarray:
     """Numbers as subscribers dial them: E.164 with + or 00, national with 0, short codes."""
     kind = rng.choice(8, n, p=[0.25, 0.2, 0.15, 0.1, 0.1, 0.08, 0.07, 0.05])
@@ -131,6 +138,8 @@ def _voice(rng, day, n, numbers, s: GeneratorSettings, tz, seq_base: int) -> pd.
     duration = np.where(answered, np.minimum(np.rint(rng.lognormal(4.3, 1.1, n)), 7200), 0).astype(np.int64)
     long_calls = rng.random(n) < 0.02
     duration = np.where(long_calls & answered, rng.integers(1900, 5400, n), duration)
+    n_parts = np.where(duration > PARTIAL_CHUNK_S, -(-duration // PARTIAL_CHUNK_S), 1)
+    start = np.minimum(start, _latest_start(day, tz, (n_parts - 1) * PARTIAL_CHUNK_S))
     msc = rng.choice(["MSC01", "MSC02"], n)
     served = rng.choice(numbers, n)
     dialled = _dialled_numbers(rng, n, s.home_country_code, numbers)
@@ -140,7 +149,7 @@ def _voice(rng, day, n, numbers, s: GeneratorSettings, tz, seq_base: int) -> pd.
     for i in range(n):
         ref += 1
         seizure = start[i] - int(rng.integers(2, 20))
-        parts = max(1, -(-int(duration[i]) // PARTIAL_CHUNK_S)) if duration[i] > PARTIAL_CHUNK_S else 1
+        parts = int(n_parts[i])
         offset = 0
         for p in range(1, parts + 1):
             part_dur = min(PARTIAL_CHUNK_S, int(duration[i]) - offset) if parts > 1 else int(duration[i])
@@ -187,9 +196,11 @@ def _data(rng, day, n, numbers, s, tz, seq_base) -> pd.DataFrame:
     plmn = np.where(roaming, rng.choice(FOREIGN_PLMNS, n), "26201")
     served = rng.choice(numbers, n)
     apn = rng.choice(["internet", "internet", "ims", "iot.m2m"], n)
+    n_parts = np.minimum(4, 1 + volume // DATA_PARTIAL_BYTES)
+    t = np.minimum(t, _latest_start(day, tz, (n_parts - 1) * 3600))
     rows = []
     for i in range(n):
-        parts = int(min(4, 1 + volume[i] // DATA_PARTIAL_BYTES))
+        parts = int(n_parts[i])
         per = volume[i] // parts
         for p in range(1, parts + 1):
             vol = int(per if p < parts else volume[i] - per * (parts - 1))
