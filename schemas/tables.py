@@ -12,7 +12,8 @@ from schemas.landing import CDR_KINDS, LandingKind
 # value keeps 18 so that any total can be re-derived.
 COST = DecimalType(24, 10)
 EXACT_COST = DecimalType(30, 18)
-AMOUNT = DecimalType(20, 4)          # invoice money before minor-unit rounding is applied per line
+AMOUNT = DecimalType(20, 4)          # invoice money, already rounded to the currency's minor units (<= 4)
+QUANTITY = DecimalType(30, 6)        # days, seconds, bytes, messages, or a tax line's base
 RATE = DecimalType(18, 8)
 
 
@@ -100,6 +101,50 @@ PIPELINE_RUNS = _fields(
     ("duplicates", LongType()), ("pending", LongType()),
     ("started_at", TimestampType()), ("finished_at", TimestampType()), ("status", StringType()),
     ("details", StringType()),
+)
+
+# The subscriber rows a bill run read, as Delta, so that an invoice can be reproduced by time travel.
+SUBSCRIBERS = _fields(
+    ("account_id", StringType()), ("msisdn", StringType()), ("plan_id", StringType()),
+    ("bill_cycle_day", IntegerType()), ("currency", StringType()), ("tax_region", StringType()),
+    ("valid_from_at", TimestampType()), ("valid_to_at", TimestampType()),
+)
+
+# Plans/Bundles/Taxes of each tariff version, kept so a bill run can be recomputed later.
+BILLING_RULES = _fields(("tariff_version", StringType()), ("rules_json", StringType()), ("loaded_at", TimestampType()))
+
+INVOICES = _fields(
+    ("invoice_id", StringType()), ("account_id", StringType()), ("run_date", DateType()),
+    ("period_start", DateType()), ("period_end", DateType()), ("currency", StringType()), ("tax_region", StringType()),
+    ("subtotal", AMOUNT), ("tax_total", AMOUNT), ("total", AMOUNT), ("line_count", IntegerType()),
+    ("event_count", LongType()), ("issued_at", TimestampType()), ("bill_run_id", StringType()),
+    ("tariff_version", StringType()), ("source_versions", StringType()),
+)
+
+INVOICE_LINES = _fields(
+    ("invoice_id", StringType()), ("line_no", IntegerType()), ("line_type", StringType()), ("category", StringType()),
+    ("description", StringType()), ("quantity", QUANTITY), ("unit", StringType()), ("amount", AMOUNT),
+    ("currency", StringType()), ("destination_id", StringType()), ("bundle_id", StringType()),
+    ("tax_name", StringType()), ("tax_rate", RATE), ("event_count", LongType()),
+    ("account_id", StringType()), ("run_date", DateType()),
+)
+
+# Lineage: each chargeable rated event on exactly one invoice line (its usage or late-usage line);
+# the part of it a bundle covered is recorded here too.
+INVOICE_LINE_EVENTS = _fields(
+    ("event_id", StringType()), ("invoice_id", StringType()), ("line_no", IntegerType()),
+    ("account_id", StringType()), ("event_start", TimestampType()), ("cost", COST),
+    ("bundle_id", StringType()), ("covered_units", LongType()), ("covered_value", COST), ("run_date", DateType()),
+)
+
+TAX_SUMMARY = _fields(
+    ("tax_region", StringType()), ("tax_name", StringType()), ("month", StringType()), ("currency", StringType()),
+    ("taxable_base", AMOUNT), ("tax_amount", AMOUNT), ("invoice_count", LongType()),
+)
+
+BILLING_EXCEPTIONS = _fields(
+    ("run_date", DateType()), ("account_id", StringType()), ("reason_code", StringType()),
+    ("reason_detail", StringType()), ("bill_run_id", StringType()),
 )
 
 USAGE_UNITS = {"voice": "s", "asterisk": "s", "sms": "msg", "data": "bytes"}
