@@ -7,6 +7,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["jobs", "jobs.*", "schemas", "schemas.*"]),
     include_package_data=True,
+    package_data={"jobs": ["templates/*.j2"]},
     install_requires=[
         "pyspark==4.1.3",
         "pyspark-client==4.1.3",

@@ -41,8 +41,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated stages to run, in order (default: all daily stages)")
 
     bill = sub.add_parser("bill", help="bill run: accounts whose cycle closes on the run date")
-    bill.add_argument("--run-date", type=_date, help="run date (YYYY-MM-DD)")
-    bill.add_argument("--reproduce", metavar="INVOICE_ID", help="recompute an issued invoice from Delta history")
+    what = bill.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run-date", type=_date, help="run date (YYYY-MM-DD): closes [run date − 1 month, run date)")
+    what.add_argument("--reproduce", metavar="INVOICE_ID", help="recompute an issued invoice from Delta history")
+
+    invoice = sub.add_parser("invoice", help="look at one invoice (reads the gold tables without Spark)")
+    invoice_sub = invoice.add_subparsers(dest="invoice_command", required=True, metavar="ACTION")
+    show = invoice_sub.add_parser("show", help="print the invoice; --html FILE also renders it as HTML")
+    show.add_argument("invoice_id", metavar="INVOICE_ID")
+    show.add_argument("--html", type=Path, metavar="FILE", help="write a clean HTML invoice to FILE")
 
     rerate = sub.add_parser("rerate", help="rate the events of a date range again with the current rules")
     rerate.add_argument("--from", dest="date_from", required=True, type=_date, help="first event date")
@@ -90,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             from jobs.demo import run_demo
 
             return run_demo(conf, args.out, days=args.days, events_per_day=args.events_per_day)
+        if args.command == "invoice":
+            from jobs.invoice_view import load_invoice, render_html, render_text
+
+            doc = load_invoice(conf, args.invoice_id)
+            print(render_text(doc))
+            if args.html:
+                args.html.write_text(render_html(doc), encoding="utf-8")
+                print(f"HTML invoice written to {args.html}")
+            return 0
         from jobs.common.spark import build_spark
 
         spark = build_spark(conf)
@@ -110,6 +126,32 @@ def main(argv: list[str] | None = None) -> int:
 
             print(tabulate(frame, headers="keys", tablefmt="simple", showindex=False))
             return 0
+        if args.command == "bill" and args.reproduce:
+            from jobs.bill import reproduce
+
+            report = reproduce(spark, conf, args.reproduce)
+            versions = ", ".join(f"{name}@{version}" for name, version in sorted(report.versions.items()))
+            if report.identical:
+                print(f"{report.invoice_id}: reproduced exactly from {versions}")
+                return 0
+            print(f"{report.invoice_id}: DIFFERS from its recomputation at {versions}:")
+            for difference in report.differences:
+                print(f"  {difference}")
+            return 1
+        if args.command == "bill":
+            from jobs.bill import run as bill_run
+
+            started = time.monotonic()
+            record = bill_run(spark, conf, args.run_date)
+            d = record.details
+            print(f"bill      {args.run_date}  period {d['period'][0]}..{d['period'][1]}  invoices={d['invoices']:,}  "
+                  f"events={record.rated:,}  held={record.pending:,}  already issued={d['already_issued']:,}  "
+                  f"{time.monotonic() - started:6.1f}s")
+            for currency, total in sorted(d["totals_by_currency"].items()):
+                print(f"  total billed {currency} {total}")
+            for reason, count in sorted(d["accounts_not_invoiced"].items()):
+                print(f"  not invoiced: {count} accounts {reason} (see billing.billing_exceptions)")
+            return 0
         if args.command == "recycle":
             from jobs.rate import recycle
 
@@ -119,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         raise NotImplementedError(f"`{args.command}` is not built yet")
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except LookupError as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # one-line reason for people; the stack trace is in the Spark log
         from jobs.common.jars import MissingJarsError

@@ -6,9 +6,10 @@ from jobs.common.delta_io import table_exists
 
 TABLES = {
     "bronze": ("file_manifest", "cdr_voice", "cdr_sms", "cdr_data", "cdr_asterisk"),
-    "silver": ("events", "quarantine", "duplicates", "partial_records", "record_keys"),
-    "gold": ("rated_events", "tariff_versions", "invoices", "invoice_lines", "tax_summary", "usage_assurance"),
-    "audit": ("pipeline_runs", "validation_results"),
+    "silver": ("events", "quarantine", "duplicates", "partial_records", "record_keys", "subscribers"),
+    "gold": ("rated_events", "tariff_versions", "billing_rules", "invoices", "invoice_lines", "invoice_line_events",
+             "tax_summary", "usage_assurance"),
+    "audit": ("pipeline_runs", "validation_results", "billing_exceptions"),
 }
 
 

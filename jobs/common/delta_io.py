@@ -43,6 +43,22 @@ def read_table(spark: SparkSession, path: str, schema: StructType | None = None,
     return reader.load(path)
 
 
+def current_version(spark: SparkSession, path: str) -> int | None:
+    """The table's latest version, or None where it does not exist yet (read as empty)."""
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def read_version(spark: SparkSession, path: str, schema: StructType, version: int | None) -> DataFrame:
+    """The table as of `version` (time travel); None means it did not exist then: an empty frame."""
+    if version is None:
+        return spark.createDataFrame([], schema)
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
 def _ensure(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
     if not table_exists(spark, path):
         writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore")
@@ -82,3 +98,12 @@ def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: d
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     with_conflict_retry(lambda: DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
                         .whenMatchedUpdate(set=assignments).execute())
+
+
+def delete_matched(df: DataFrame, path: str, keys: Iterable[str]) -> None:
+    """Delete the table rows whose `keys` appear in `df` (one commit)."""
+    from delta.tables import DeltaTable
+
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    with_conflict_retry(lambda: DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
+                        .whenMatchedDelete().execute())
