@@ -28,10 +28,10 @@ from jobs.common.delta_io import (
     current_version, delete_matched, merge, read_table, read_version, replace_where, table_exists,
 )
 from jobs.common.reference import read_subscribers
-from jobs.invoicing import BillingRules, billing_period, build_invoices, totals_problems
+from jobs.invoicing import BillingRules, Invoices, billing_period, build_invoices, totals_problems
 from jobs.tariff import load_tariff
 from schemas.tables import (
-    AMOUNT, BILLING_EXCEPTIONS, BILLING_RULES, INVOICE_LINE_EVENTS, INVOICE_LINES, INVOICES, RATED_EVENTS,
+    ADJUSTMENTS, AMOUNT, INVOICE_LINE_ADJUSTMENTS, BILLING_EXCEPTIONS, BILLING_RULES, INVOICE_LINE_EVENTS, INVOICE_LINES, INVOICES, RATED_EVENTS,
     SUBSCRIBERS, TAX_SUMMARY,
 )
 
@@ -42,6 +42,8 @@ SOURCES = {
     "silver/subscribers": SUBSCRIBERS,
     "gold/invoices": INVOICES,
     "gold/invoice_line_events": INVOICE_LINE_EVENTS,
+    "gold/adjustments": ADJUSTMENTS,
+    "gold/invoice_line_adjustments": INVOICE_LINE_ADJUSTMENTS,
 }
 COMPARED_LINE_COLUMNS = ("line_no", "line_type", "category", "description", "quantity", "unit", "amount", "currency")
 
@@ -90,6 +92,8 @@ class Sources:
     rated: DataFrame
     invoices: DataFrame
     invoiced_event_ids: DataFrame
+    adjustments: DataFrame
+    invoiced_adjustment_ids: DataFrame
 
     @classmethod
     def at(cls, spark: SparkSession, conf: Config, versions: dict[str, int | None]) -> "Sources":
@@ -97,28 +101,39 @@ class Sources:
                   for name, schema in SOURCES.items()}
         invoices = frames["gold/invoices"]
         # events count as invoiced only through an issued (committed) invoice header
-        invoiced = (frames["gold/invoice_line_events"].join(invoices.select("invoice_id"), "invoice_id", "left_semi")
-                    .select("event_id"))
-        return cls(versions, frames["silver/subscribers"], frames["gold/rated_events"], invoices, invoiced)
+        def issued(links: DataFrame, key: str) -> DataFrame:
+            return links.join(invoices.select("invoice_id"), "invoice_id", "left_semi").select(key)
+
+        return cls(versions, frames["silver/subscribers"], frames["gold/rated_events"], invoices,
+                   issued(frames["gold/invoice_line_events"], "event_id"), frames["gold/adjustments"],
+                   issued(frames["gold/invoice_line_adjustments"], "adjustment_id"))
+
+    def build(self, spark: SparkSession, rules: BillingRules, period, privacy, **selection) -> Invoices:
+        return build_invoices(spark, self.subscribers, self.rated, self.invoiced_event_ids, rules, period, privacy,
+                              adjustments=self.adjustments, invoiced_adjustment_ids=self.invoiced_adjustment_ids,
+                              **selection)
 
     @classmethod
     def latest(cls, spark: SparkSession, conf: Config) -> "Sources":
         return cls.at(spark, conf, {name: current_version(spark, _path(conf, name)) for name in SOURCES})
 
 
-def write_invoices(conf: Config, run_date: date, headers: DataFrame, lines: DataFrame, links: DataFrame) -> None:
+def write_invoices(conf: Config, run_date: date, headers: DataFrame, result: Invoices) -> None:
     spark = headers.sparkSession
     headers_path = conf.table_path("gold", "invoices")
     issued = read_table(spark, headers_path, INVOICES).where(F.col("run_date") == F.lit(run_date)).select("invoice_id")
-    for table, keys in (("invoice_lines", ["invoice_id", "line_no"]), ("invoice_line_events", ["event_id"])):
+    for table in ("invoice_lines", "invoice_line_events", "invoice_line_adjustments"):
         path = conf.table_path("gold", table)
         if table_exists(spark, path):
             leftovers = (read_table(spark, path).where(F.col("run_date") == F.lit(run_date))
                          .join(issued, "invoice_id", "left_anti").select("invoice_id").distinct())
             if not leftovers.isEmpty():
                 delete_matched(leftovers, path, ["invoice_id"])
-    merge(lines, conf.table_path("gold", "invoice_lines"), ["invoice_id", "line_no"], update=False, partition_by=["run_date"])
-    merge(links, conf.table_path("gold", "invoice_line_events"), ["event_id"], update=False, partition_by=["run_date"])
+    merge(result.lines, conf.table_path("gold", "invoice_lines"), ["invoice_id", "line_no"], update=False,
+          partition_by=["run_date"])
+    merge(result.links, conf.table_path("gold", "invoice_line_events"), ["event_id"], update=False, partition_by=["run_date"])
+    if not result.adjustment_links.isEmpty():
+        merge(result.adjustment_links, conf.table_path("gold", "invoice_line_adjustments"), ["adjustment_id"], update=False)
     merge(headers, headers_path, ["invoice_id"], update=False)
 
 
@@ -148,8 +163,7 @@ def run(spark: SparkSession, conf: Config, run_date: date, record: RunRecord | N
         sources = Sources.latest(spark, conf)
         period = billing_period(run_date, conf.operator.timezone)
         already = sources.invoices.where(F.col("run_date") == F.lit(run_date)).select("account_id")
-        result = build_invoices(spark, sources.subscribers, sources.rated, sources.invoiced_event_ids, rules, period,
-                                conf.privacy, skip_accounts=already)
+        result = sources.build(spark, rules, period, conf.privacy, skip_accounts=already)
         try:
             problems = totals_problems(result.headers, result.lines).limit(5).collect()
             if problems:
@@ -158,7 +172,7 @@ def run(spark: SparkSession, conf: Config, run_date: date, record: RunRecord | N
                 "*", F.lit(now).alias("issued_at"), F.lit(record.run_id).alias("bill_run_id"),
                 F.lit(tariff.version).alias("tariff_version"),
                 F.lit(json.dumps(sources.versions, sort_keys=True)).alias("source_versions")).select(*INVOICES.fieldNames())
-            write_invoices(conf, run_date, headers, result.lines, result.links)
+            write_invoices(conf, run_date, headers, result)
             exceptions = result.exceptions.select(F.lit(run_date).alias("run_date"), "account_id", "reason_code",
                                                   "reason_detail", F.lit(record.run_id).alias("bill_run_id"))
             merge(spark.createDataFrame(exceptions.collect(), BILLING_EXCEPTIONS), conf.table_path("audit", "billing_exceptions"),
@@ -199,10 +213,9 @@ def reproduce(spark: SparkSession, conf: Config, invoice_id: str) -> Reproductio
         raise LookupError(f"no invoice {invoice_id} in gold/invoices")
     versions = json.loads(header.source_versions)
     sources = Sources.at(spark, conf, versions)
-    result = build_invoices(spark, sources.subscribers, sources.rated, sources.invoiced_event_ids,
-                            billing_rules_of(spark, conf, header.tariff_version),
-                            billing_period(header.run_date, conf.operator.timezone), conf.privacy,
-                            only_account=header.account_id)
+    result = sources.build(spark, billing_rules_of(spark, conf, header.tariff_version),
+                           billing_period(header.run_date, conf.operator.timezone), conf.privacy,
+                           only_account=header.account_id)
     report = Reproduction(invoice_id, versions)
     try:
         stored = {r.line_no: r for r in read_table(spark, conf.table_path("gold", "invoice_lines"))

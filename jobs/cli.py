@@ -147,10 +147,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bill      {args.run_date}  period {d['period'][0]}..{d['period'][1]}  invoices={d['invoices']:,}  "
                   f"events={record.rated:,}  held={record.pending:,}  already issued={d['already_issued']:,}  "
                   f"{time.monotonic() - started:6.1f}s")
+            from decimal import Decimal
+
+            from jobs.invoicing import round_minor_value
+
             for currency, total in sorted(d["totals_by_currency"].items()):
-                print(f"  total billed {currency} {total}")
+                print(f"  total billed {currency} {round_minor_value(Decimal(total), currency):,}")
             for reason, count in sorted(d["accounts_not_invoiced"].items()):
                 print(f"  not invoiced: {count} accounts {reason} (see billing.billing_exceptions)")
+            return 0
+        if args.command == "rerate":
+            from jobs.rate import rerate
+
+            record = rerate(spark, conf, args.date_from, args.date_to, dry_run=args.dry_run)
+            d = record.details
+            print(f"rerate {args.date_from}..{args.date_to}{' (dry run: nothing written)' if args.dry_run else ''}: "
+                  f"rated again={record.rated:,} changed={d['changed']:,} adjustments for issued invoices="
+                  f"{d['adjustments']:,} not ratable with the current rules (kept as rated)={d['not_ratable_now']:,}")
+            for currency, delta in sorted(d["cost_delta_by_currency"].items()):
+                print(f"  cost change {currency} {delta}")
             return 0
         if args.command == "recycle":
             from jobs.rate import recycle

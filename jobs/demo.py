@@ -44,9 +44,9 @@ def run_dag(dag_id: str, logical_date: date, env: dict[str, str], log_dir: Path)
 def print_summary(conf: Config) -> None:
     from pyspark.sql import functions as F
 
-    from jobs.common.delta_io import read_table, table_exists
+    from jobs.common.delta_io import read_table
     from jobs.common.spark import build_spark
-    from schemas.tables import PIPELINE_RUNS, QUARANTINE, RATED_EVENTS
+    from schemas.tables import BILLING_EXCEPTIONS, INVOICES, PIPELINE_RUNS, QUARANTINE, RATED_EVENTS
 
     spark = build_spark(conf, app_name="cdr-billing-demo-summary")
     runs = read_table(spark, conf.table_path("audit", "pipeline_runs"), PIPELINE_RUNS)
@@ -68,9 +68,18 @@ def print_summary(conf: Config) -> None:
     print("rated usage per currency (before invoicing):")
     for row in rated.where("chargeable").groupBy("currency").agg(F.sum("cost").alias("cost")).orderBy("currency").collect():
         print(f"  {row.currency:<4} {row.cost:>14,.4f}")
-    invoices_path = conf.table_path("gold", "invoices")
-    invoices = read_table(spark, invoices_path).count() if table_exists(spark, invoices_path) else 0
-    print(f"invoices written:                {invoices:>10,}" + ("" if invoices else "   (bill runs are not built yet)"))
+    invoices = read_table(spark, conf.table_path("gold", "invoices"), INVOICES)
+    print(f"invoices written:                {invoices.count():>10,}   "
+          f"(accounts not invoiced: {read_table(spark, conf.table_path('audit', 'billing_exceptions'), BILLING_EXCEPTIONS).count():,})")
+    print("total billed per currency (incl. tax):")
+    for row in invoices.groupBy("currency").agg(F.count(F.lit(1)).alias("n"), F.sum("subtotal").alias("net"),
+                                                F.sum("tax_total").alias("tax"), F.sum("total").alias("total")
+                                                ).orderBy("currency").collect():
+        print(f"  {row.currency:<4} {row.total:>14,.2f}   ({row.n:,} invoices, net {row.net:,.2f}, tax {row.tax:,.2f})")
+    example = invoices.orderBy(F.col("total").desc()).select("invoice_id").first()
+    if example:
+        print(f"look at one:                     cdr-billing --warehouse {conf.paths.warehouse} invoice show "
+              f"{example.invoice_id} --html invoice.html")
     print(f"Delta tables under:              {conf.paths.warehouse}")
     print(f"GX Data Docs:                    {conf.paths.warehouse}/data_docs/index.html")
     spark.stop()
@@ -91,11 +100,12 @@ def run_demo(conf: Config, out: Path, days: int, events_per_day: int) -> int:
     failures = 0
     for offset in range(days):
         day = DEMO_START + timedelta(days=offset)
-        t0 = time.monotonic()
-        ok = run_dag("cdr_daily", day, env, log_dir)
-        failures += not ok
-        print(f"cdr_daily {day}: {'success' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s "
-              f"(log {log_dir / f'cdr_daily_{day}.log'})", flush=True)
+        for dag_id in ("cdr_daily", "billing_cycle"):
+            t0 = time.monotonic()
+            ok = run_dag(dag_id, day, env, log_dir)
+            failures += not ok
+            print(f"{dag_id:<13} {day}: {'success' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s "
+                  f"(log {log_dir / f'{dag_id}_{day}.log'})", flush=True)
     demo_conf = conf.with_paths(landing=env["CDR_BILLING__PATHS__LANDING"], reference=env["CDR_BILLING__PATHS__REFERENCE"],
                                 warehouse=env["CDR_BILLING__PATHS__WAREHOUSE"])
     print_summary(demo_conf)

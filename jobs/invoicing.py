@@ -273,6 +273,22 @@ def allowance_lines(events: DataFrame, coverage: DataFrame) -> DataFrame:
         bundle_id=F.col("bundle_id"), event_count=F.col("events")))
 
 
+def open_adjustments(adjustments: DataFrame, invoiced_adjustment_ids: DataFrame, due: DataFrame) -> DataFrame:
+    """Rerating differences of due accounts not yet on an issued invoice, whenever they were made."""
+    return (adjustments.join(due.select("account_id"), "account_id")
+            .join(invoiced_adjustment_ids, "adjustment_id", "left_anti"))
+
+
+def adjustment_lines(adjustments: DataFrame) -> DataFrame:
+    grouped = adjustments.groupBy("account_id", "category").agg(
+        F.sum("amount").alias("exact"), F.count(F.lit(1)).alias("n"))
+    return grouped.select(*_line(
+        "adjustment", F.col("category"), F.col("category"),
+        F.concat(F.lit("rerating adjustment: "), F.col("category"), F.lit(" · "), F.col("n").cast("string"),
+                 F.lit(" events rated again after they were invoiced")),
+        F.col("n"), "event", F.col("exact"), event_count=F.lit(0)))
+
+
 def tax_lines(rounded_lines: DataFrame, due: DataFrame, taxes: DataFrame) -> DataFrame:
     """One line per matching Taxes.csv row: rate × the sum of the (rounded) non-tax lines of its category."""
     applies = (F.col("tax_category") == "*any") | (F.col("tax_category") == F.col("category"))
@@ -303,6 +319,7 @@ class Invoices:
     links: DataFrame        # INVOICE_LINE_EVENTS
     exceptions: DataFrame   # account_id, reason_code, reason_detail
     held_events: DataFrame  # open events of accounts not invoiced because of invalid reference data
+    adjustment_links: DataFrame  # INVOICE_LINE_ADJUSTMENTS
     cached: list[DataFrame]
 
     def release(self) -> None:
@@ -312,6 +329,7 @@ class Invoices:
 
 def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame, invoiced_event_ids: DataFrame,
                    rules: BillingRules, period: BillingPeriod, privacy: PrivacySettings,
+                   adjustments: DataFrame | None = None, invoiced_adjustment_ids: DataFrame | None = None,
                    skip_accounts: DataFrame | None = None, only_account: str | None = None) -> Invoices:
     """All invoices of one bill run. `skip_accounts`: already issued for this run date.
 
@@ -342,9 +360,17 @@ def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame
     events = once(events.join(bad, "account_id", "left_anti"))
 
     coverage = once(bundle_coverage(events, days, bundles))
-    non_tax = _rounded(recurring_lines(days, plans, period, privacy)
-                       .unionByName(usage_lines(events, period))
-                       .unionByName(allowance_lines(events, coverage)), due)
+    adjusted = None
+    if adjustments is not None:
+        invoiced_adjustment_ids = (invoiced_adjustment_ids if invoiced_adjustment_ids is not None
+                                   else adjustments.limit(0).select("adjustment_id"))
+        adjusted = once(open_adjustments(adjustments, invoiced_adjustment_ids, due))
+    lines_before_tax = (recurring_lines(days, plans, period, privacy)
+                        .unionByName(usage_lines(events, period))
+                        .unionByName(allowance_lines(events, coverage)))
+    if adjusted is not None:
+        lines_before_tax = lines_before_tax.unionByName(adjustment_lines(adjusted))
+    non_tax = _rounded(lines_before_tax, due)
     taxes_rounded = _rounded(tax_lines(non_tax, due, taxes), due)
     numbered = non_tax.unionByName(taxes_rounded).withColumn(
         "line_no", F.row_number().over(Window.partitionBy("account_id").orderBy("line_rank", "sort_key")).cast("int"))
@@ -361,8 +387,14 @@ def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame
                      "bundle_id", F.coalesce("covered_units", F.lit(0)).cast("long").alias("covered_units"),
                      F.coalesce("covered_value", F.lit(0)).cast(COST).alias("covered_value"),
                      F.lit(period.run_date).alias("run_date")))
+    no_links = spark.createDataFrame([], "adjustment_id string, invoice_id string, line_no int, account_id string, run_date date")
+    adjustment_links = no_links if adjusted is None else (
+        adjusted.select("adjustment_id", "account_id", "category")
+        .join(lines.where(F.col("line_type") == "adjustment").select("account_id", "category", "invoice_id", "line_no"),
+              ["account_id", "category"])
+        .select("adjustment_id", "invoice_id", "line_no", "account_id", F.lit(period.run_date).alias("run_date")))
     headers = invoice_headers(lines, due, period)
-    return Invoices(headers, lines, links, exceptions, held, cached)
+    return Invoices(headers, lines, links, exceptions, held, adjustment_links, cached)
 
 
 def invoice_headers(lines: DataFrame, due: DataFrame, period: BillingPeriod) -> DataFrame:

@@ -20,7 +20,7 @@ from jobs.common.quarantine import quarantine_id, to_quarantine
 from jobs.rating import CompiledTariff, rate_events
 from jobs.tariff import Tariff, load_tariff
 from schemas import reason_codes as R
-from schemas.tables import COST, EVENTS, QUARANTINE, RATED_EVENTS
+from schemas.tables import ADJUSTMENTS, COST, EVENTS, INVOICE_LINE_EVENTS, INVOICES, QUARANTINE, RATED_EVENTS
 
 STAGE = "rate"
 LOOKBACK_DAYS = 62
@@ -135,6 +135,69 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
             update_matched(attempt, qpath, ["quarantine_id"], {
                 "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
                 "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
+        priced.unpersist()
+        record.check_conservation(record.rated)
+    return record
+
+
+def rerate(spark: SparkSession, conf: Config, date_from: date, date_to: date, dry_run: bool = False,
+           record: RunRecord | None = None) -> RunRecord:
+    """Rate the rated events of [date_from, date_to] again with the current rules.
+
+    Events whose price changed are updated in gold/rated_events. Where such an event is already on
+    an issued invoice, that invoice stays as issued and the difference (new − previous cost) goes
+    to gold/adjustments, which the account's next bill run puts on an `adjustment` line. An event
+    the current rules cannot rate keeps its previous rating and is counted (`not_ratable_now`).
+    Rerunning with the same rules changes nothing. `dry_run` computes the same report, writes nothing.
+    """
+    record = record or RunRecord("rerate", None)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    in_range = (F.col("event_date") >= F.lit(date_from)) & (F.col("event_date") <= F.lit(date_to))
+    with audited(spark, conf, record):
+        tariff, compiled = load_rules(spark, conf)
+        rated_path = conf.table_path("gold", "rated_events")
+        current = read_table(spark, rated_path, RATED_EVENTS).where(in_range)
+        events = (read_table(spark, conf.table_path("silver", "events"), EVENTS).where(in_range)
+                  .join(current.select("event_id"), "event_id", "left_semi"))
+        priced = price(events, compiled, conf).persist()
+        fresh = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
+        previous = current.select("event_id", F.col("cost").alias("previous_cost"),
+                                  F.col("tariff_version").alias("previous_tariff_version"),
+                                  F.col("destination_id").alias("previous_destination"),
+                                  F.col("rating_plan_id").alias("previous_plan"))
+        changed = (fresh.join(previous, "event_id")
+                   .where((F.col("cost") != F.col("previous_cost"))
+                          | ~F.col("destination_id").eqNullSafe(F.col("previous_destination"))
+                          | ~F.col("rating_plan_id").eqNullSafe(F.col("previous_plan"))))
+        # Cut the lineage: the MERGE below writes the table this frame was read from.
+        changed = changed.localCheckpoint(eager=True)
+        invoices = read_table(spark, conf.table_path("gold", "invoices"), INVOICES).select("invoice_id")
+        invoiced = (read_table(spark, conf.table_path("gold", "invoice_line_events"), INVOICE_LINE_EVENTS)
+                    .join(invoices, "invoice_id", "left_semi").select("event_id"))
+        adjustments = (changed.where(F.col("cost") != F.col("previous_cost")).join(invoiced, "event_id", "left_semi")
+                       .select(F.sha2(F.concat_ws("|", "event_id", "previous_tariff_version", "tariff_version",
+                                                  F.col("previous_cost").cast("string"), F.col("cost").cast("string")),
+                                      256).substr(1, 24).alias("adjustment_id"),
+                               "event_id", "account_id", "category", "destination_id", "event_start",
+                               F.col("previous_cost").cast(COST).alias("previous_cost"), F.col("cost").alias("new_cost"),
+                               (F.col("cost") - F.col("previous_cost")).cast(COST).alias("amount"), "currency",
+                               "previous_tariff_version", "tariff_version", F.lit(now).alias("created_at"),
+                               F.lit(record.run_id).alias("run_id"))).localCheckpoint(eager=True)
+        by_currency = {r.currency: str(r.delta) for r in changed.groupBy("currency").agg(
+            F.sum(F.col("cost") - F.col("previous_cost")).alias("delta")).collect()}
+        record.records_in = priced.count()
+        record.pending = priced.where(F.col("rating_reason").isNotNull()).count()
+        record.rated = record.records_in - record.pending
+        record.details.update({
+            "from": date_from.isoformat(), "to": date_to.isoformat(), "dry_run": dry_run, "tariff_version": tariff.version,
+            "changed": changed.count(), "adjustments": adjustments.count(), "cost_delta_by_currency": by_currency,
+            "not_ratable_now": record.pending})
+        if not dry_run:
+            if record.details["changed"]:
+                write_rated(changed.select(*RATED_EVENTS.fieldNames()), conf, update=True)
+            if record.details["adjustments"]:
+                merge(adjustments.select(*ADJUSTMENTS.fieldNames()), conf.table_path("gold", "adjustments"),
+                      ["adjustment_id"], update=False)
         priced.unpersist()
         record.check_conservation(record.rated)
     return record

@@ -137,6 +137,20 @@ INVOICE_LINE_EVENTS = _fields(
     ("bundle_id", StringType()), ("covered_units", LongType()), ("covered_value", COST), ("run_date", DateType()),
 )
 
+# Rerating an event that is already on an issued invoice: the difference goes on the next invoice.
+ADJUSTMENTS = _fields(
+    ("adjustment_id", StringType()), ("event_id", StringType()), ("account_id", StringType()),
+    ("category", StringType()), ("destination_id", StringType()), ("event_start", TimestampType()),
+    ("previous_cost", COST), ("new_cost", COST), ("amount", COST), ("currency", StringType()),
+    ("previous_tariff_version", StringType()), ("tariff_version", StringType()),
+    ("created_at", TimestampType()), ("run_id", StringType()),
+)
+
+INVOICE_LINE_ADJUSTMENTS = _fields(
+    ("adjustment_id", StringType()), ("invoice_id", StringType()), ("line_no", IntegerType()),
+    ("account_id", StringType()), ("run_date", DateType()),
+)
+
 TAX_SUMMARY = _fields(
     ("tax_region", StringType()), ("tax_name", StringType()), ("month", StringType()), ("currency", StringType()),
     ("taxable_base", AMOUNT), ("tax_amount", AMOUNT), ("invoice_count", LongType()),

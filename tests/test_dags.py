@@ -13,7 +13,7 @@ def test_dagbag_imports_without_errors():
 
     bag = DagBag(str(DAGS))
     assert not bag.import_errors, bag.import_errors
-    assert {"cdr_daily", "quarantine_recycle"} <= set(bag.dag_ids)
+    assert {"cdr_daily", "billing_cycle", "quarantine_recycle"} <= set(bag.dag_ids)
     for dag in bag.dags.values():
         assert dag.tags and dag.doc_md and not dag.catchup
         for task in dag.tasks:

@@ -43,3 +43,41 @@ def test_unratable_events_wait_in_quarantine_until_recycle_rates_them(spark, con
     versions = read_table(spark, conf.table_path("gold", "tariff_versions")).select("tariff_version").collect()
     assert rated["b"].tariff_version != rated["a"].tariff_version and len(versions) == 2
     assert rate.recycle(spark, fixed).records_in == 0           # nothing left: idempotent
+
+
+def test_rerating_an_invoiced_event_adjusts_the_next_invoice(spark, conf, tmp_path):
+    from jobs import bill
+    from tests.test_bill_run import write_subscribers
+
+    def plan(folder, rate_per_minute):
+        return str(write_plan(folder, Destinations=["DST,49"], Rates=[f"RT,0,{rate_per_minute},60s,60s,0s"],
+                              DestinationRates=["DR,DST,RT,*up,4,0,"], RatingPlans=["RP,DR,*any,10"],
+                              RatingProfiles=["cgrates.org,call,*any,,RP,"], Plans=["P_BASIC,Basic,5.00,EUR", "P_PREMIUM,Premium,10.00,EUR", "P_BIZ_CHF,Biz,1.00,CHF"],
+                              Taxes=["DE,*any,VAT,0.19"]))
+
+    write_subscribers(tmp_path / "reference")
+    v1 = conf.with_paths(rules=plan(tmp_path / "v1", "1"), reference=str(tmp_path / "reference"))
+    events = [_event("a", "4930"), _event("b", "4940")]
+    merge(spark.createDataFrame(events, EVENTS), conf.table_path("silver", "events"), ["event_id"])
+    rate.run(spark, v1, DAY)
+    bill.run(spark, v1, date(2026, 12, 1))
+
+    v2 = v1.with_paths(rules=plan(tmp_path / "v2", "1.5"))
+    preview = rate.rerate(spark, v2, date(2026, 11, 1), date(2026, 11, 30), dry_run=True)
+    assert (preview.details["changed"], preview.details["adjustments"]) == (2, 2)
+    costs = lambda: sorted(str(r.cost) for r in read_table(spark, conf.table_path("gold", "rated_events")).collect())
+    assert costs() == ["1.0000000000", "1.0000000000"]                    # dry run wrote nothing
+    done = rate.rerate(spark, v2, date(2026, 11, 1), date(2026, 11, 30))
+    assert done.details["cost_delta_by_currency"] == {"EUR": "1.0000000000"} and costs() == ["1.5000000000"] * 2
+    assert rate.rerate(spark, v2, date(2026, 11, 1), date(2026, 11, 30)).details["changed"] == 0   # idempotent
+
+    bill.run(spark, v2, date(2027, 1, 1))
+    january = read_table(spark, conf.table_path("gold", "invoice_lines")).where(
+        F.col("invoice_id") == "INV-2027-01-01-ACC1").collect()
+    adjustment = [r for r in january if r.line_type == "adjustment"]
+    assert [(r.category, str(r.amount), str(r.quantity)) for r in adjustment] == [("call", "1.0000", "2.000000")]
+    links = read_table(spark, conf.table_path("gold", "invoice_line_adjustments")).collect()
+    assert {(r.invoice_id, r.line_no) for r in links} == {("INV-2027-01-01-ACC1", adjustment[0].line_no)} and len(links) == 2
+    december = read_table(spark, conf.table_path("gold", "invoices")).where(F.col("invoice_id") == "INV-2026-12-01-ACC1").first()
+    assert str(december.subtotal) == "12.0000"        # 5.00 + 10.00 × 15/30 days + 2 calls × 1.00, as issued
+    assert bill.reproduce(spark, v2, "INV-2026-12-01-ACC1").identical

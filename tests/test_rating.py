@@ -14,6 +14,8 @@ HEADERS = {
     "DestinationRates": "#Id,DestinationId,RatesTag,RoundingMethod,RoundingDecimals,MaxCost,MaxCostStrategy",
     "Timings": "#Tag,Years,Months,MonthDays,WeekDays,Time", "RatingPlans": "#Id,DestinationRatesId,TimingTag,Weight",
     "RatingProfiles": "#Tenant,Category,Subject,ActivationTime,RatingPlanId,RatesFallbackSubject",
+    "Plans": "#PlanId,Description,RecurringFee,Currency", "Bundles": "#PlanId,BundleId,Category,DestinationId,Units",
+    "Taxes": "#TaxRegion,Category,Name,Rate",
 }
 
 

@@ -65,8 +65,11 @@ def make_subscribers(s: GeneratorSettings, rng: np.random.Generator) -> pd.DataF
     account_idx = np.concatenate([np.arange(n_accounts), rng.integers(0, n_accounts, n - n_accounts)])[:n]
     chf = rng.random(n_accounts) < 0.1
     chf[0], chf[1] = False, True                      # both currencies always present
-    cycle_days = rng.choice([1, 5, 10, 15, 20, 28], n_accounts, p=[0.3, 0.15, 0.15, 0.15, 0.1, 0.15])
-    cycle_days[0] = s.start.day if s.start.day <= 28 else 1
+    # operators spread bill cycles over the month; every day of the generated run closes some
+    cycle_days = rng.integers(1, 29, n_accounts)
+    run_days = [(s.start + timedelta(days=d)).day for d in range(s.days) if (s.start + timedelta(days=d)).day <= 28]
+    for slot, day in enumerate(run_days[: n_accounts // 2]):
+        cycle_days[slot] = day
     plan_pick = rng.integers(0, 2, n)
     rows = []
     for i in range(n):
