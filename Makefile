@@ -10,7 +10,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup venv jars airflow-db demo test airflow bench clean
+.PHONY: setup venv jars airflow-db demo test airflow bench-tariff clean
 
 setup: venv jars airflow-db
 
@@ -37,6 +37,9 @@ test: setup
 
 airflow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
+
+bench-tariff: setup
+	$(BIN)/python benchmarks/tariff_scale.py
 
 clean:
 	rm -rf warehouse landing reference demo-data .airflow

@@ -48,7 +48,7 @@ def render_text(doc: InvoiceDocument) -> str:
     rows = [(line["line_no"], line["line_type"], line["description"], _quantity(line), _money(line["amount"], cur))
             for line in doc.lines]
     body = tabulate(rows, headers=["#", "type", "description", "quantity", f"amount {cur}"], tablefmt="simple",
-                    colalign=("right", "left", "left", "right", "right"))
+                    colalign=("right", "left", "left", "right", "right"), disable_numparse=True)
     return "\n".join([
         f"Invoice {h['invoice_id']}   account {h['account_id']}   issued {h['issued_at']:%Y-%m-%d %H:%M} UTC",
         f"Period {h['period_start']} to {h['period_end']} (end exclusive)   tax region {h['tax_region']}",

@@ -65,6 +65,14 @@ def round_minor(amount: Column, digits: Column) -> Column:
     return rounded.cast(AMOUNT)
 
 
+def money_text(amount: Column, digits: Column) -> Column:
+    """An amount as text with exactly the currency's minor digits (for line descriptions)."""
+    text = None
+    for d in sorted(set(minor_units().values())):
+        text = (F.when if text is None else text.when)(digits == d, F.format_number(amount, d))
+    return text
+
+
 @dataclass(frozen=True)
 class BillingPeriod:
     """`[start, end)` in local calendar days of the operator's zone; `end` is the run date."""
@@ -298,10 +306,10 @@ def tax_lines(rounded_lines: DataFrame, due: DataFrame, taxes: DataFrame) -> Dat
              .agg(F.sum("amount").cast("decimal(22,4)").alias("base"))
              .where(F.col("base") != 0))
     percent = F.format_number(F.col("tax_rate") * 100, 2)
-    return bases.select(*_line(
+    return bases.join(due.select("account_id", "minor_digits"), "account_id").select(*_line(
         "tax", F.format_string("%04d", F.col("tax_order")), F.col("tax_category"),
         F.concat(F.col("tax_name"), F.lit(" "), F.regexp_replace(percent, r"\.?0+$", ""), F.lit("% of "),
-                 F.col("base").cast("string"), F.lit(" ("), F.col("tax_category"), F.lit(")")),
+                 money_text(F.col("base"), F.col("minor_digits")), F.lit(" ("), F.col("tax_category"), F.lit(")")),
         F.col("base"), F.lit("base"), F.col("base") * F.col("tax_rate"),
         tax_name=F.col("tax_name"), tax_rate=F.col("tax_rate")))
 

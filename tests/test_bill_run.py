@@ -178,6 +178,7 @@ def test_invoice_show_and_html(billed, tmp_path, capsys):
     header = next(r for r in billed["after_first"]["invoices"] if r["invoice_id"] == "INV-2026-12-01-ACC1")
     total = f"{header['total'].quantize(Decimal('0.01')):,}"
     assert "Invoice INV-2026-12-01-ACC1" in text and total in text and "4915100000***" in text
+    assert " 7.20\n" in text and " -6.00\n" in text          # amounts keep the currency's two digits
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "<td>late usage</td>" not in page and f"{total} EUR" in page
     assert "4915100000001" not in page

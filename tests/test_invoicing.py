@@ -147,6 +147,8 @@ def test_zero_and_three_decimal_currencies(december):
 def test_two_taxes_on_one_line(december):
     taxes = [(r["tax_name"], r["quantity"], r["amount"]) for r in lines_of(december, "TAX") if r["line_type"] == "tax"]
     assert taxes == [("VAT", Decimal("19.99"), Decimal("3.80")), ("Levy", Decimal("10.00"), Decimal("0.05"))]
+    assert [r["description"] for r in lines_of(december, "TAX") if r["line_type"] == "tax"] == [
+        "VAT 19% of 19.99 (*any)", "Levy 0.5% of 10.00 (call)"]
     header = header_of(december, "TAX")
     assert (header.subtotal, header.tax_total, header.total) == (Decimal("19.99"), Decimal("3.85"), Decimal("23.84"))
 

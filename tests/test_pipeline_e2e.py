@@ -1,4 +1,4 @@
-"""Generated data through collect -> validate -> rate, twice (idempotence), checked end to end."""
+"""Generated data through collect -> validate -> rate -> bill, reruns included, checked end to end."""
 import csv
 from datetime import date, timedelta
 
@@ -63,6 +63,23 @@ def test_generated_days_end_to_end(spark, conf, tmp_path):
         rate.run(spark, conf, day)
     for table, rows in before.items():
         assert _snapshot(spark, conf, *table) == rows, table
+
+    # the second day's bill run invoices its due accounts; every open chargeable event is on one line
+    from jobs import bill
+    from jobs.invoicing import billing_period
+
+    run_date = START + timedelta(days=1)
+    billed = bill.run(spark, conf, run_date)
+    invoices = read_table(spark, conf.table_path("gold", "invoices"))
+    links = read_table(spark, conf.table_path("gold", "invoice_line_events"))
+    assert billed.details["invoices"] == invoices.count() > 0
+    assert links.count() == links.select("event_id").distinct().count() == billed.rated
+    period = billing_period(run_date, conf.operator.timezone)
+    expected_events = (rated.where(F.col("chargeable") & (F.col("event_start") < F.lit(period.end_at)))
+                       .join(invoices.select("account_id"), "account_id", "left_semi").select("event_id"))
+    assert sorted(expected_events.collect()) == sorted(links.select("event_id").collect())
+    assert bill.run(spark, conf, run_date).details["invoices"] == 0          # rerun: nothing new, nothing changed
+    assert read_table(spark, conf.table_path("gold", "invoices")).count() == invoices.count()
 
     # finance reads gold without Spark
     from deltalake import DeltaTable
