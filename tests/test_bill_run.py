@@ -183,3 +183,12 @@ def test_invoice_show_and_html(billed, tmp_path, capsys):
     assert page.startswith("<!doctype html>") and "<td>late usage</td>" not in page and f"{total} EUR" in page
     assert "4915100000001" not in page
     assert cli(["--warehouse", conf.paths.warehouse, "invoice", "show", "INV-NOPE"]) == 2
+
+
+def test_finance_queries_the_tables_by_name(billed, capsys):
+    conf = billed["conf"]
+    query = "SELECT currency, count(*) AS invoices, sum(total) AS total FROM billing.invoices GROUP BY 1 ORDER BY 1"
+    assert cli(["--warehouse", conf.paths.warehouse, "sql", query]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["currency", "invoices", "total"]
+    assert [line.split()[:2] for line in out[2:]] == [["CHF", "2"], ["EUR", "2"]]

@@ -21,6 +21,9 @@ def register_tables(spark, conf: Config, database: str = "billing") -> list[str]
             path = conf.table_path(layer, name)
             if table_exists(spark, path):
                 spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW `{name}` AS SELECT * FROM delta.`{path}`")
-                spark.sql(f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{path}'")
+                # external tables: dropping the catalog entry never touches the data, and a
+                # long-lived session pointed at another warehouse must not keep the old location
+                spark.sql(f"DROP TABLE IF EXISTS {database}.{name}")
+                spark.sql(f"CREATE TABLE {database}.{name} USING DELTA LOCATION '{path}'")
                 registered.append(f"{database}.{name}")
     return registered
