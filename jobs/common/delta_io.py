@@ -56,7 +56,7 @@ def read_version(spark: SparkSession, path: str, schema: StructType, version: in
     """The table as of `version` (time travel); None means it did not exist then: an empty frame."""
     if version is None:
         return spark.createDataFrame([], schema)
-    return spark.read.format("delta").option("versionAsOf", version).load(path)
+    return read_table(spark, path, schema, version)
 
 
 def _ensure(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
@@ -91,19 +91,19 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     with_conflict_retry(_run)
 
 
-def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: dict[str, str]) -> None:
-    """Update matched rows only (`t.` is the table, `s.` the source); unmatched source rows are ignored."""
+def _matched(df: DataFrame, path: str, keys: Iterable[str]):
+    """A MERGE of `df` into the table on `keys`, to be finished with a whenMatched… clause."""
     from delta.tables import DeltaTable
 
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    with_conflict_retry(lambda: DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
-                        .whenMatchedUpdate(set=assignments).execute())
+    return DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
+
+
+def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: dict[str, str]) -> None:
+    """Update matched rows only (`t.` is the table, `s.` the source); unmatched source rows are ignored."""
+    with_conflict_retry(lambda: _matched(df, path, keys).whenMatchedUpdate(set=assignments).execute())
 
 
 def delete_matched(df: DataFrame, path: str, keys: Iterable[str]) -> None:
     """Delete the table rows whose `keys` appear in `df` (one commit)."""
-    from delta.tables import DeltaTable
-
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    with_conflict_retry(lambda: DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
-                        .whenMatchedDelete().execute())
+    with_conflict_retry(lambda: _matched(df, path, keys).whenMatchedDelete().execute())
