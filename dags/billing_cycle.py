@@ -37,13 +37,14 @@ event is on which line) and `gold/tax_summary`.
     usage_rated = ExternalTaskSensor(
         task_id="usage_rated",
         external_dag_id="cdr_daily",
-        external_task_id=None,
+        # the rated usage is what a bill needs; a usage-assurance breach must not hold back invoices
+        external_task_id="rate",
         allowed_states=["success"],
         failed_states=["failed"],
         mode="reschedule",
         poke_interval=300,
         timeout=int(timedelta(hours=12).total_seconds()),
-        doc_md="Waits until `cdr_daily` for the same logical date succeeded, so the closing period's usage "
+        doc_md="Waits until `cdr_daily`'s `rate` task for the same logical date succeeded, so the closing period's usage "
                "(including records that landed after midnight) is rated. **On timeout or failure**: fix and "
                "rerun `cdr_daily` for this date first; this task then succeeds on its own or can be cleared.",
     )

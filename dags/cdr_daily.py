@@ -8,10 +8,11 @@ from airflow.sdk import DAG, Asset, Param, task
 from jobs.airflow_stage import DEFAULT_ARGS, landing_root, spark_stage
 
 RATED_EVENTS = Asset("cdr-billing://gold/rated_events")
+USAGE_ASSURANCE = Asset("cdr-billing://gold/usage_assurance")
 
 with DAG(
     dag_id="cdr_daily",
-    description="Collect, validate and rate one day's CDRs",
+    description="Collect, validate, rate one day's CDRs and reconcile them with the network's counters",
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -21,13 +22,15 @@ with DAG(
     params={"dry_run": Param(False, type="boolean", description="reserved: rerate previews use `cdr-billing rerate --dry-run`")},
     doc_md="""
 ### cdr_daily
-Per logical date: **wait for landing files → collect → validate → rate**.
+Per logical date: **wait for landing files → collect → validate → rate → assure**.
 
 * Every task is idempotent for its logical date: rerunning it (or the whole DAG, or a backfill)
   leaves the tables as one run does (file manifest + Delta MERGE on stable keys).
 * Counts of every run (records in, rated, quarantined, duplicates, pending) are in
   `audit/pipeline_runs`; quarantined records and their reasons in `silver/quarantine`
   (`cdr-billing sql "SELECT reason_code, count(*) FROM billing.quarantine GROUP BY 1"`).
+* Usage assurance (switch counters vs CDRs) is the last task: red when more traffic went
+  unbilled than the leakage budget allows. `billing_cycle` waits for `rate` only.
 """,
 ) as dag:
 
@@ -54,5 +57,14 @@ Unratable events go to quarantine (`RATING_PLAN_NOT_FOUND`, `UNAUTHORIZED_DESTIN
 `NO_ACTIVE_TIMING`) and are retried by the `quarantine_recycle` DAG after a tariff fix.
 **On failure**: an invalid tariff plan is reported file:line field; fix the plan and clear.""")
     rate.outlets = [RATED_EVENTS]
+    assure = spark_stage("assure", ["run-day", "--date", "{{ ds }}", "--stages", "assure"], doc_md="""
+Types the day's TS 32.435 counters (`silver/traffic_measurements`) and compares them with the
+CDRs per trunk group / APN and 15-minute period (`gold/usage_assurance`; statuses `ok`,
+`mismatch`, `missing_cdrs`, `missing_counters`). The previous day is judged once its late CDRs
+had a day to arrive: summary in the log and in `reports/usage_assurance_<day>.txt` + `.png`,
+per object in `gold/usage_assurance_daily` (leakage in units and money at the average rate).
+**On failure** "leakage … > budget": the log names the worst objects; check those trunks/APNs
+with mediation (unmediated trunk, lost CDR files) before clearing. Billing is not held back.""")
+    assure.outlets = [USAGE_ASSURANCE]
 
-    landing_files() >> collect >> validate >> rate
+    landing_files() >> collect >> validate >> rate >> assure

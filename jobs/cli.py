@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     day = sub.add_parser("run-day", help="collect new landing files, validate, rate, assure for one day")
     day.add_argument("--date", required=True, type=_date, help="logical date (YYYY-MM-DD)")
-    day.add_argument("--stages", default="collect,validate,rate",
+    day.add_argument("--stages", default="collect,validate,rate,assure",
                      help="comma-separated stages to run, in order (default: all daily stages)")
 
     bill = sub.add_parser("bill", help="bill run: accounts whose cycle closes on the run date")
@@ -73,9 +73,12 @@ def _config(args):
 
 
 def _stage(name: str):
-    from jobs import collect, rate, validate
+    from jobs import assure, collect, rate, validate
 
-    return {"collect": collect.run, "validate": validate.run, "rate": rate.run}[name]
+    stages = {"collect": collect.run, "validate": validate.run, "rate": rate.run, "assure": assure.run}
+    if name not in stages:
+        raise ValueError(f"unknown stage {name!r} (one of {', '.join(stages)})")
+    return stages[name]
 
 
 def main(argv: list[str] | None = None) -> int:

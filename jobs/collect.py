@@ -8,12 +8,7 @@ source (whole file per row, so every record keeps its 1-based line number).
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import re
-import zlib
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
@@ -23,8 +18,10 @@ from pyspark.sql.types import ArrayType, LongType, StringType, StructField, Stru
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table, replace_where
+from jobs.common.inspection import Inspection, decompressed
+from jobs import measurements
 from schemas import reason_codes as R
-from schemas.landing import CDR_KINDS, LandingKind
+from schemas.landing import CDR_KINDS, TRAFFIC, LandingKind
 from schemas.tables import BRONZE_TABLES, FILE_MANIFEST, bronze_schema
 
 INGESTED, REJECTED, CONFLICT = "ingested", "rejected", "conflict"
@@ -36,30 +33,15 @@ INSPECTION = StructType([
 ])
 
 
-@dataclass(frozen=True)
-class Inspection:
-    sha256: str
-    record_count: int | None
-    header: list[str] | None
-    reason_code: str | None = None
-    reason_detail: str | None = None
-
-
 def _split_header(line: str) -> list[str]:
     return [h.strip().strip('"').strip().lower() for h in line.split(",")]
 
 
 def inspect_file(name: str, content: bytes, kind: LandingKind) -> Inspection:
     """Whole-file checks; pure, so the bad-file catalogue is tested without Spark."""
-    sha = hashlib.sha256(content).hexdigest()
-    if len(content) == 0:
-        return Inspection(sha, 0, None, R.EMPTY_FILE, "file has no bytes")
-    data = content
-    if name.endswith(".gz"):
-        try:
-            data = gzip.GzipFile(fileobj=io.BytesIO(content)).read()
-        except (OSError, EOFError, zlib.error) as exc:
-            return Inspection(sha, None, None, R.BAD_GZIP, f"gzip stream unreadable: {exc}")
+    sha, data, failed = decompressed(name, content)
+    if failed:
+        return failed
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
         return Inspection(sha, None, None, R.BAD_ENCODING, "not UTF-8 text (UTF-16 or binary content)")
     lines = [ln for ln in data.split(b"\n") if ln.strip()]
@@ -86,6 +68,12 @@ def inspect_file(name: str, content: bytes, kind: LandingKind) -> Inspection:
     return Inspection(sha, len(lines) - 1, header)
 
 
+def inspect_landed(name: str, content: bytes, kind: LandingKind) -> Inspection:
+    if kind.name == TRAFFIC.name:           # compared by name: executors see a copy of the kind
+        return measurements.inspect_measurement_file(name, content)
+    return inspect_file(name, content, kind)
+
+
 def _inspect_partition(kind: LandingKind):
     import pandas as pd
 
@@ -93,7 +81,7 @@ def _inspect_partition(kind: LandingKind):
         for batch in batches:
             rows = []
             for path, length, content in zip(batch["path"], batch["length"], batch["content"]):
-                found = inspect_file(path, bytes(content), kind)
+                found = inspect_landed(path, bytes(content), kind)
                 rows.append((path, int(length), found.sha256, found.record_count, found.header,
                              found.reason_code, found.reason_detail))
             yield pd.DataFrame(rows, columns=INSPECTION.fieldNames())
@@ -105,7 +93,7 @@ def list_landing_files(spark: SparkSession, landing: str, kind: LandingKind) -> 
     folder = f"{landing.rstrip('/')}/{kind.folder}"
     try:
         listing = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                   .option("pathGlobFilter", "*.csv*").load(folder))
+                   .option("pathGlobFilter", "*.xml*" if kind is TRAFFIC else "*.csv*").load(folder))
     except Exception as exc:
         if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
             return spark.createDataFrame([], "path string, length long, modificationTime timestamp")
@@ -217,7 +205,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
     with audited(spark, conf, record):
         manifest = read_table(spark, manifest_path, FILE_MANIFEST).cache()
         per_kind, manifest_rows = {}, []
-        for kind in CDR_KINDS:
+        for kind in (*CDR_KINDS, TRAFFIC):
             listing = due_files(list_landing_files(spark, conf.paths.landing, kind), logical_date)
             candidates = new_files(listing, manifest).collect()
             if not candidates:
@@ -235,18 +223,23 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
             modified = {c.path: c.modificationTime for c in candidates}
             rows = _manifest_rows(inspected, modified, kind, record.run_id, logical_date, conflicts)
             good = [r for r in inspected if not r.reason_code and r.path not in conflicts]
-            if good:
+            if good and kind is TRAFFIC:
+                bronze = measurements.to_bronze(measurements.read_measurement_files(spark, [r.path for r in good]),
+                                                relative_source(F.col("path")), record.run_id, logical_date)
+            elif good:
                 headers = spark.createDataFrame([(relative_source_name(r.path), r.header) for r in good],
                                                 "source_file string, header array<string>")
                 lines = read_lines(spark, [r.path for r in good], kind)
                 bronze = to_bronze(lines, headers, kind, record.run_id, logical_date)
+            if good:
                 sources = ", ".join("'" + r[1].replace("'", "''") + "'" for r in rows if r[10] == INGESTED)
                 replace_where(bronze, conf.table_path("bronze", BRONZE_TABLES[kind.name]),
                               f"ingest_date = '{logical_date.isoformat()}' AND source_file IN ({sources})",
                               partition_by=["ingest_date"])
             manifest_rows += rows
             ingested_records = sum(r.record_count or 0 for r in good)
-            record.records_in += ingested_records
+            if kind is not TRAFFIC:         # counter values are accounted for by the assure stage
+                record.records_in += ingested_records
             per_kind[kind.name] = {"files": len(rows), "ingested": len(good),
                                    "rejected": sum(1 for r in rows if r[10] == REJECTED),
                                    "conflicts": len(conflicts), "records": ingested_records}

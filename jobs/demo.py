@@ -27,6 +27,7 @@ def airflow_env(conf: Config, out: Path) -> dict[str, str]:
     env["CDR_BILLING__PATHS__LANDING"] = str((out / "landing").resolve())
     env["CDR_BILLING__PATHS__REFERENCE"] = str((out / "reference").resolve())
     env["CDR_BILLING__PATHS__WAREHOUSE"] = str((out / "warehouse").resolve())
+    env["CDR_BILLING__PATHS__REPORTS"] = str((out / "reports").resolve())
     return env
 
 
@@ -80,9 +81,29 @@ def print_summary(conf: Config) -> None:
     if example:
         print(f"look at one:                     cdr-billing --warehouse {conf.paths.warehouse} invoice show "
               f"{example.invoice_id} --html invoice.html")
+    print_assurance(spark, conf)
     print(f"Delta tables under:              {conf.paths.warehouse}")
     print(f"GX Data Docs:                    {conf.paths.warehouse}/data_docs/index.html")
     spark.stop()
+
+
+def print_assurance(spark, conf: Config) -> None:
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta_io import read_table
+    from schemas.tables import USAGE_ASSURANCE, USAGE_ASSURANCE_DAILY
+
+    comparison = read_table(spark, conf.table_path("gold", "usage_assurance"), USAGE_ASSURANCE).where("settled")
+    daily = read_table(spark, conf.table_path("gold", "usage_assurance_daily"), USAGE_ASSURANCE_DAILY).where("settled")
+    print("usage assurance (settled days, counters vs CDRs per object and 15 min):")
+    for row in comparison.groupBy("local_date").pivot("status").count().orderBy("local_date").collect():
+        counts = ", ".join(f"{k} {v}" for k, v in row.asDict().items() if k != "local_date" and v)
+        print(f"  {row.local_date}: {counts}")
+    leaks = (daily.where("leakage > 0").groupBy("local_date", "object_id", "metric", "unit")
+             .agg(F.first("leakage").alias("leakage"), F.first("leakage_pct").alias("pct")).orderBy("local_date", "object_id"))
+    for row in leaks.collect():
+        print(f"  unbilled {row.local_date} {row.object_id:<9} {row.leakage:>14,} {row.unit:<5} ({row.pct} % of carried)")
+    print(f"  reports and charts:            {conf.paths.reports}")
 
 
 def run_demo(conf: Config, out: Path, days: int, events_per_day: int) -> int:
@@ -107,7 +128,7 @@ def run_demo(conf: Config, out: Path, days: int, events_per_day: int) -> int:
             print(f"{dag_id:<13} {day}: {'success' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s "
                   f"(log {log_dir / f'{dag_id}_{day}.log'})", flush=True)
     demo_conf = conf.with_paths(landing=env["CDR_BILLING__PATHS__LANDING"], reference=env["CDR_BILLING__PATHS__REFERENCE"],
-                                warehouse=env["CDR_BILLING__PATHS__WAREHOUSE"])
+                                warehouse=env["CDR_BILLING__PATHS__WAREHOUSE"], reports=env["CDR_BILLING__PATHS__REPORTS"])
     print_summary(demo_conf)
     print(f"demo finished in {time.monotonic() - started:.0f}s" + (f" with {failures} failed DAG run(s)" if failures else ""))
     return 1 if failures else 0

@@ -73,6 +73,17 @@ ASTERISK = LandingKind(
 CDR_KINDS: tuple[LandingKind, ...] = (VOICE, SMS, DATA, ASTERISK)
 KINDS_BY_NAME = {k.name: k for k in CDR_KINDS}
 TRAFFIC_FOLDER = "traffic"
+
+# TS 32.435 files: bronze keeps one row per counter value (measInfo x measValue x r), as strings.
+TRAFFIC = LandingKind(
+    name="traffic",
+    folder=TRAFFIC_FOLDER,
+    columns=("managed_element", "meas_info_id", "granularity_duration", "granularity_end", "meas_obj_ldn",
+             "counter", "value", "suspect"),
+    required=(),
+    key=("meas_obj_ldn", "counter", "granularity_end"),
+    has_header=False,
+)
 SUBSCRIBERS_FILE = "subscribers.csv"
 SUBSCRIBER_COLUMNS = (
     "account_id", "msisdn", "imsi", "plan_id", "bill_cycle_day", "currency", "tax_region", "valid_from", "valid_to",
@@ -81,3 +92,19 @@ SUBSCRIBER_COLUMNS = (
 # Voice cause_for_term / data cause_for_rec_closing values that mean "more parts follow".
 VOICE_PARTIAL_CAUSES = ("1",)
 DATA_PARTIAL_CAUSES = ("16", "17", "18", "19", "20", "22")
+
+# TS 32.435 measurements used for usage assurance: counter -> metric compared with the CDRs.
+PERIOD_SECONDS = 900
+METRIC_ANSWERED_CALLS = "answered_calls"
+METRIC_CONVERSATION_SECONDS = "conversation_seconds"
+METRIC_DATA_OCTETS = "data_octets"
+COUNTER_METRICS = {
+    "CALL.OutAnsweredCalls": METRIC_ANSWERED_CALLS,
+    "CALL.OutConversationTime": METRIC_CONVERSATION_SECONDS,
+    "DATA.VolumeUplinkOctets": METRIC_DATA_OCTETS,
+    "DATA.VolumeDownlinkOctets": METRIC_DATA_OCTETS,
+}
+# measObjLdn forms: the last RDN names the object (trunk group id or APN).
+TRUNK_LDN = "ManagedElement={element},TrunkGroup={object_id}"
+APN_LDN = "ManagedElement={element},Apn={object_id}"
+OBJECT_TYPES = {"TrunkGroup": "trunk_group", "Apn": "apn"}

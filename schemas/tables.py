@@ -6,7 +6,7 @@ from pyspark.sql.types import (
     StructField, StructType, TimestampType,
 )
 
-from schemas.landing import CDR_KINDS, LandingKind
+from schemas.landing import CDR_KINDS, TRAFFIC, LandingKind
 
 # Money: rated costs keep >= 8 fractional digits (finance contract); the exact pre-rounding
 # value keeps 18 so that any total can be re-derived.
@@ -36,7 +36,50 @@ def bronze_schema(kind: LandingKind) -> StructType:
                    ("extra_columns", MapType(StringType(), StringType())), *BRONZE_META)
 
 
-BRONZE_TABLES = {kind.name: f"cdr_{kind.name}" for kind in CDR_KINDS}
+BRONZE_TABLES = {**{kind.name: f"cdr_{kind.name}" for kind in CDR_KINDS}, TRAFFIC.name: "traffic_measurements"}
+
+
+def _xml_value() -> ArrayType:
+    return ArrayType(StructType([StructField("_VALUE", StringType()), StructField("_p", StringType())]))
+
+
+# What Spark's xml source reads from a measCollecFile (rowTag = the root): strings only, so
+# bronze keeps values as written and a bad value is judged (and quarantined) downstream.
+MEAS_COLLEC_FILE = StructType([StructField("measData", ArrayType(StructType([
+    StructField("managedElement", StructType([StructField("_localDn", StringType())])),
+    StructField("measInfo", ArrayType(StructType([
+        StructField("_measInfoId", StringType()),
+        StructField("granPeriod", StructType([StructField("_duration", StringType()), StructField("_endTime", StringType())])),
+        StructField("measType", _xml_value()),
+        StructField("measValue", ArrayType(StructType([
+            StructField("_measObjLdn", StringType()), StructField("r", _xml_value()), StructField("suspect", StringType()),
+        ]))),
+    ]))),
+])))])
+
+TRAFFIC_MEASUREMENTS = _fields(
+    ("object_type", StringType()), ("object_id", StringType()), ("managed_element", StringType()),
+    ("meas_obj_ldn", StringType()), ("counter", StringType()), ("metric", StringType()),
+    ("period_start", TimestampType()), ("period_end", TimestampType()), ("value", LongType()),
+    ("suspect", BooleanType()), ("source_file", StringType()), ("line_number", LongType()),
+    ("run_id", StringType()), ("ingest_date", DateType()),
+)
+
+USAGE_ASSURANCE = _fields(
+    ("object_id", StringType()), ("object_type", StringType()), ("period_start", TimestampType()),
+    ("metric", StringType()), ("network_value", LongType()), ("cdr_value", LongType()),
+    ("difference", LongType()), ("difference_pct", DecimalType(12, 2)), ("status", StringType()),
+    ("suspect", BooleanType()), ("settled", BooleanType()), ("local_date", DateType()), ("run_id", StringType()),
+)
+
+# Per object and local day: carried vs billed, and what the unbilled part is worth at the
+# object's average rated price (one row per currency it was billed in).
+USAGE_ASSURANCE_DAILY = _fields(
+    ("local_date", DateType()), ("object_id", StringType()), ("object_type", StringType()), ("metric", StringType()),
+    ("unit", StringType()), ("carried", LongType()), ("billed", LongType()), ("leakage", LongType()),
+    ("leakage_pct", DecimalType(12, 2)), ("flagged_periods", LongType()), ("currency", StringType()),
+    ("average_rate", DecimalType(30, 12)), ("leakage_value", AMOUNT), ("settled", BooleanType()), ("run_id", StringType()),
+)
 
 FILE_MANIFEST = _fields(
     ("path", StringType()), ("file_name", StringType()), ("kind", StringType()),

@@ -31,4 +31,4 @@ def spark(base_conf):
 def conf(base_conf, tmp_path: Path):
     """The session's config with a fresh warehouse/landing/reference per test."""
     return base_conf.with_paths(warehouse=str(tmp_path / "warehouse"), landing=str(tmp_path / "landing"),
-                                reference=str(tmp_path / "reference"))
+                                reference=str(tmp_path / "reference"), reports=str(tmp_path / "reports"))

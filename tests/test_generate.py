@@ -86,3 +86,18 @@ def test_no_record_opens_after_the_day_its_file_is_for(tmp_path):
             assert all(ok), path.name
             checked += len(frame)
     assert checked > 3000
+
+
+def test_traffic_files_are_well_formed_except_the_planted_bad_one(tmp_path):
+    from jobs.measurements import inspect_measurement_file
+
+    _generate(tmp_path)
+    files = sorted((tmp_path / "landing" / "traffic").glob("*.xml"))
+    bad = {row[0] for row in _read(tmp_path / "expected" / "traffic_bad_files.csv")[1:]}
+    assert len(files) == 2 * 24 * 3 - 1 + 1            # 2 days x 24 h x (MSC01, MSC02, PGW01), one missing, one bad
+    for path in files:
+        found = inspect_measurement_file(path.name, path.read_bytes())
+        assert (found.reason_code is not None) == (f"traffic/{path.name}" in bad), path.name
+    planted = _read(tmp_path / "expected" / "traffic_discrepancies.csv")[1:]
+    assert {row[2] for row in planted} == {"mismatch", "missing_cdrs", "missing_counters"}
+    assert any(row[3] == "True" for row in planted)     # the suspect counter

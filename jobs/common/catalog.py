@@ -5,10 +5,11 @@ from jobs.common.config import Config
 from jobs.common.delta_io import table_exists
 
 TABLES = {
-    "bronze": ("file_manifest", "cdr_voice", "cdr_sms", "cdr_data", "cdr_asterisk"),
-    "silver": ("events", "quarantine", "duplicates", "partial_records", "record_keys", "subscribers"),
+    "bronze": ("file_manifest", "cdr_voice", "cdr_sms", "cdr_data", "cdr_asterisk", "traffic_measurements"),
+    "silver": ("events", "quarantine", "duplicates", "partial_records", "record_keys", "subscribers",
+               "traffic_measurements"),
     "gold": ("rated_events", "tariff_versions", "billing_rules", "invoices", "invoice_lines", "invoice_line_events",
-             "tax_summary", "usage_assurance"),
+             "tax_summary", "usage_assurance", "usage_assurance_daily"),
     "audit": ("pipeline_runs", "validation_results", "billing_exceptions"),
 }
 

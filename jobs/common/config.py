@@ -57,6 +57,7 @@ class PathSettings(_Section):
     landing: str = "./landing"
     reference: str = "./reference"
     rules: str = "rating_rules/default"
+    reports: str = "./reports"
 
 
 class OperatorSettings(_Section):
@@ -83,6 +84,18 @@ class ValidationSettings(_Section):
     partial_timeout_hours: int = Field(48, gt=0)
 
 
+class AssuranceSettings(_Section):
+    """Usage assurance: when a counter and the CDRs disagree, and how much leakage fails the run."""
+    tolerance_pct: float = Field(2.0, ge=0.0)
+    # a difference at or below this is never a mismatch (late rounding, one call on a quiet trunk)
+    absolute_tolerance: dict[str, int] = Field(
+        default_factory=lambda: {"answered_calls": 0, "conversation_seconds": 30, "data_octets": 1_000_000})
+    leakage_budget_pct: float = Field(10.0, ge=0.0)
+    # a day is judged once late CDRs had this many more daily runs to arrive
+    settle_days: int = Field(1, ge=0, le=7)
+    plot_objects: int = Field(4, ge=1, le=12)
+
+
 class PrivacySettings(_Section):
     expose_numbers: bool = False
     masked_digits: int = Field(3, ge=0, le=15)
@@ -94,6 +107,7 @@ class Config(_Section):
     paths: PathSettings = PathSettings()
     operator: OperatorSettings = OperatorSettings()
     validation: ValidationSettings = ValidationSettings()
+    assurance: AssuranceSettings = AssuranceSettings()
     privacy: PrivacySettings = PrivacySettings()
 
     def table_path(self, layer: str, table: str) -> str:

@@ -19,8 +19,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from jobs.generate import traffic
+from jobs.generate.traffic import trunk_of
 from schemas import reason_codes as R
-from schemas.landing import ASTERISK, DATA, SMS, SUBSCRIBER_COLUMNS, VOICE
+from schemas.landing import ASTERISK, DATA, SMS, SUBSCRIBER_COLUMNS, TRAFFIC_FOLDER, VOICE
 
 HOURLY_PROFILE = np.array([2, 1, 1, 1, 1, 2, 4, 7, 9, 10, 10, 10, 9, 9, 9, 9, 10, 10, 9, 8, 7, 6, 4, 3], dtype=float)
 WEEKEND_FACTOR = 0.7
@@ -146,7 +148,7 @@ def _voice(rng, day, n, numbers, s: GeneratorSettings, tz, seq_base: int) -> pd.
     msc = rng.choice(["MSC01", "MSC02"], n)
     served = rng.choice(numbers, n)
     dialled = _dialled_numbers(rng, n, s.home_country_code, numbers)
-    tkgp = np.char.add("TG", np.char.zfill(rng.integers(1, 7, n).astype(str), 2))
+    tkgp = trunk_of(msc, rng.integers(1, 7, n))
     rows = []
     ref = seq_base
     for i in range(n):
@@ -165,9 +167,9 @@ def _voice(rng, day, n, numbers, s: GeneratorSettings, tz, seq_base: int) -> pd.
                          start[i] + offset if answered[i] else -1,
                          start[i] + offset + part_dur, part_dur, f"TGI{msc[i][-2:]}",
                          tkgp[i] if record_type[i] != "MTC" else "", f"2620101{int(rng.integers(1000, 9999))}",
-                         i, parts))
+                         i, parts, start[i] if answered[i] else -1, int(duration[i])))
             offset += part_dur
-    frame = pd.DataFrame(rows, columns=[*VOICE.columns, "_event", "_parts"])
+    frame = pd.DataFrame(rows, columns=[*VOICE.columns, "_event", "_parts", "_answer", "_total"])
     for col in ("seizure_time", "answer_time", "release_time"):
         epoch = frame[col].to_numpy()
         stamped = _stamp(rng, np.where(epoch < 0, 0, epoch))
@@ -211,8 +213,9 @@ def _data(rng, day, n, numbers, s, tz, seq_base) -> pd.DataFrame:
             rows.append(("PGW", f"10.20.0.{1 + i % 4}", str(seq_base + i), str(p),
                          ("17" if p < parts else "0"), f"26201{served[i][-10:]}", served[i], apn[i],
                          "NR" if i % 3 == 0 else "EUTRAN", plmn[i], int(t[i] + (p - 1) * 3600),
-                         str(3600 if p < parts else int(rng.integers(5, 3600))), "10", str(up), str(vol - up), i, parts))
-    frame = pd.DataFrame(rows, columns=[*DATA.columns, "_event", "_parts"])
+                         str(3600 if p < parts else int(rng.integers(5, 3600))), "10", str(up), str(vol - up), i, parts,
+                         int(t[i]), up, vol - up))
+    frame = pd.DataFrame(rows, columns=[*DATA.columns, "_event", "_parts", "_opening", "_up", "_down"])
     frame["record_opening_time"] = _stamp(rng, frame["record_opening_time"].to_numpy())
     return frame
 
@@ -317,6 +320,21 @@ def _file_name(prefix: str, day: date, part: str, suffix: str) -> str:
     return f"{prefix}_{day:%Y%m%d}_{part}{suffix}"
 
 
+def _carried_calls(frame: pd.DataFrame, faulty: np.ndarray) -> pd.DataFrame:
+    """Answered outgoing calls the valid CDRs describe, one row per call (for the traffic counters)."""
+    first = frame[~faulty & frame["sequence_number"].isin(["", "1"])]
+    calls = first[first["record_type"].isin(["MOC", "FWD"]) & (first["_answer"] >= 0) & (first["msc_outgoing_tkgp"] != "")]
+    return pd.DataFrame({"trunk": calls["msc_outgoing_tkgp"].to_numpy(), "answer": calls["_answer"].to_numpy(np.int64),
+                         "duration": calls["_total"].to_numpy(np.int64)})
+
+
+def _carried_sessions(frame: pd.DataFrame, faulty: np.ndarray) -> pd.DataFrame:
+    valid = frame[~faulty]
+    return (valid.groupby("_event", sort=True)
+            .agg(apn=("apn", "first"), opening=("_opening", "first"), uplink=("_up", "sum"), downlink=("_down", "sum"))
+            .reset_index(drop=True))
+
+
 def generate(s: GeneratorSettings) -> dict:
     """Write landing/, reference/ and expected/ under s.out; return counts."""
     rng = np.random.default_rng(s.seed)
@@ -327,14 +345,19 @@ def generate(s: GeneratorSettings) -> dict:
     subs.to_csv(reference / "subscribers.csv", index=False, lineterminator="\n")
     faults_out, carry, expected_duplicates = [], {k: None for k in KINDS}, 0
     counts = {k: 0 for k in KINDS}
+    findings, bad_files = [], []
     for d in range(s.days):
         day = s.start + timedelta(days=d)
         numbers = _active_numbers(subs, day)
         volume = s.events_per_day * (WEEKEND_FACTOR if day.weekday() >= 5 else 1.0)
+        carried: dict[str, pd.DataFrame] = {}
         for name, (kind, make, share, prefix, suffix) in KINDS.items():
             n = max(20, int(volume * share))
             frame = make(rng, day, n, numbers, s, tz, seq_base=(d + 1) * 10_000_000)
             frame, faults = _spoil(rng, frame, name)
+            if name in ("voice", "data"):
+                carried[name] = (_carried_calls if name == "voice" else _carried_sessions)(
+                    frame, frame.index.isin([i for i, _ in faults]))
             if carry[name] is not None:                    # yesterday's late records and duplicates
                 faults = [(i + len(carry[name]), reason) for i, reason in faults]
                 frame = pd.concat([carry[name], frame], ignore_index=True)
@@ -364,10 +387,19 @@ def generate(s: GeneratorSettings) -> dict:
                 source = f"{kind.folder}/{file_name}"
                 faults_out += [(source, positions[i], reason) for i, reason in faults if i in positions]
                 counts[name] += len(part)
+        day_findings, day_bad = traffic.write_day(landing / TRAFFIC_FOLDER, day, tz, carried["voice"], carried["data"],
+                                                  plant=(d == 0))
+        findings.append(day_findings)
+        bad_files += day_bad
     expected.mkdir(parents=True, exist_ok=True)
+    pd.concat(findings, ignore_index=True).to_csv(expected / "traffic_discrepancies.csv", index=False, lineterminator="\n")
+    pd.DataFrame(bad_files, columns=["source_file", "reason_code"]).to_csv(
+        expected / "traffic_bad_files.csv", index=False, lineterminator="\n")
     pd.DataFrame(faults_out, columns=["source_file", "line_number", "reason_code"]).to_csv(
         expected / "bad_records.csv", index=False, lineterminator="\n")
     summary = {"subscribers": len(subs), "records": counts, "bad_records": len(faults_out),
+               "traffic_files": len(list((landing / TRAFFIC_FOLDER).glob("*.xml"))),
+               "traffic_discrepancies": int(sum(len(f) for f in findings)),
                "duplicates": expected_duplicates, "seed": s.seed}
     (expected / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
