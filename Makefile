@@ -10,7 +10,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup venv jars airflow-db demo test airflow bench-tariff clean
+.PHONY: setup venv jars airflow-db demo test airflow bench bench-tariff clean
 
 setup: venv jars airflow-db
 
@@ -33,10 +33,14 @@ demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cdr-billing demo
 
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 airflow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
+
+BENCH_EVENTS ?= 1000000
+bench: setup
+	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS)
 
 bench-tariff: setup
 	$(BIN)/python benchmarks/tariff_scale.py

@@ -26,7 +26,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "hypothesis", "chispa", "playwright"],
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "chispa", "playwright"],
     },
     entry_points={"console_scripts": ["cdr-billing=jobs.cli:main"]},
 )

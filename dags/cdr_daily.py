@@ -22,7 +22,7 @@ with DAG(
     params={"dry_run": Param(False, type="boolean", description="reserved: rerate previews use `cdr-billing rerate --dry-run`")},
     doc_md="""
 ### cdr_daily
-Per logical date: **wait for landing files → collect → validate → rate → assure**.
+Per logical date: **wait for landing files → collect → validate → rate → assure → publish**.
 
 * Every task is idempotent for its logical date: rerunning it (or the whole DAG, or a backfill)
   leaves the tables as one run does (file manifest + Delta MERGE on stable keys).
@@ -66,5 +66,11 @@ per object in `gold/usage_assurance_daily` (leakage in units and money at the av
 **On failure** "leakage … > budget": the log names the worst objects; check those trunks/APNs
 with mediation (unmediated trunk, lost CDR files) before clearing. Billing is not held back.""")
     assure.outlets = [USAGE_ASSURANCE]
+    publish = spark_stage("publish", ["run-day", "--date", "{{ ds }}", "--stages", "publish"], doc_md="""
+Declares the day complete: one row in `audit/published_days` with the day's counts and the Delta
+version of `rated_events`, `usage_assurance`, `quarantine`, … that downstream reports can pin, and
+re-registers `billing.<table>` for SQL. Runs even when assurance breached (`all_done`), so a
+leakage alarm never hides the day's usage; it refuses a day whose collect/validate/rate failed.
+**On failure**: fix the failed stage first.""", trigger_rule="all_done")
 
-    landing_files() >> collect >> validate >> rate >> assure
+    landing_files() >> collect >> validate >> rate >> assure >> publish

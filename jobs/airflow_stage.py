@@ -23,7 +23,7 @@ DEFAULT_ARGS = {
 }
 
 
-def spark_stage(task_id: str, args: list[str], doc_md: str):
+def spark_stage(task_id: str, args: list[str], doc_md: str, **operator_args):
     """A SparkSubmitOperator running one `cdr-billing` command on the spark_default connection."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -41,6 +41,7 @@ def spark_stage(task_id: str, args: list[str], doc_md: str):
         name=f"cdr-billing-{task_id}",
         env_vars={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(PROJECT_ROOT)},
         doc_md=doc_md,
+        **operator_args,
     )
 
 

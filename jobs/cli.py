@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     day = sub.add_parser("run-day", help="collect new landing files, validate, rate, assure for one day")
     day.add_argument("--date", required=True, type=_date, help="logical date (YYYY-MM-DD)")
-    day.add_argument("--stages", default="collect,validate,rate,assure",
+    day.add_argument("--stages", default="collect,validate,rate,assure,publish",
                      help="comma-separated stages to run, in order (default: all daily stages)")
 
     bill = sub.add_parser("bill", help="bill run: accounts whose cycle closes on the run date")
@@ -73,9 +73,10 @@ def _config(args):
 
 
 def _stage(name: str):
-    from jobs import assure, collect, rate, validate
+    from jobs import assure, collect, publish, rate, validate
 
-    stages = {"collect": collect.run, "validate": validate.run, "rate": rate.run, "assure": assure.run}
+    stages = {"collect": collect.run, "validate": validate.run, "rate": rate.run, "assure": assure.run,
+              "publish": publish.run}
     if name not in stages:
         raise ValueError(f"unknown stage {name!r} (one of {', '.join(stages)})")
     return stages[name]

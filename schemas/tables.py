@@ -146,6 +146,12 @@ PIPELINE_RUNS = _fields(
     ("details", StringType()),
 )
 
+# One row per published logical date: the table versions downstream may pin, and the runs behind them.
+PUBLISHED_DAYS = _fields(
+    ("logical_date", DateType()), ("assured", BooleanType()), ("table_versions", StringType()),
+    ("run_ids", StringType()), ("published_at", TimestampType()), ("run_id", StringType()),
+)
+
 # The subscriber rows a bill run read, as Delta, so that an invoice can be reproduced by time travel.
 SUBSCRIBERS = _fields(
     ("account_id", StringType()), ("msisdn", StringType()), ("plan_id", StringType()),

@@ -1,5 +1,6 @@
 """Generated data through collect -> validate -> rate -> bill, reruns included, checked end to end."""
 import csv
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -97,6 +98,17 @@ def test_generated_days_end_to_end(spark, conf, tmp_path):
     assert sorted(expected_events.collect()) == sorted(links.select("event_id").collect())
     assert bill.run(spark, conf, run_date).details["invoices"] == 0          # rerun: nothing new, nothing changed
     assert read_table(spark, conf.table_path("gold", "invoices")).count() == invoices.count()
+
+    # publishing pins the day's table versions; a day that never ran cannot be published
+    from jobs import publish
+
+    publish.run(spark, conf, START + timedelta(days=1))
+    published = read_table(spark, conf.table_path("audit", "published_days")).first()
+    assert published.assured and runs[-2].run_id in published.run_ids
+    pinned = json.loads(published.table_versions)["gold/rated_events"]
+    assert read_table(spark, conf.table_path("gold", "rated_events"), version=pinned).count() == rated.count()
+    with pytest.raises(publish.NotReadyToPublish, match="no successful collect, validate, rate run"):
+        publish.run(spark, conf, START + timedelta(days=9))
 
     # finance reads gold without Spark
     from deltalake import DeltaTable

@@ -10,7 +10,7 @@ TABLES = {
                "traffic_measurements"),
     "gold": ("rated_events", "tariff_versions", "billing_rules", "invoices", "invoice_lines", "invoice_line_events",
              "tax_summary", "usage_assurance", "usage_assurance_daily"),
-    "audit": ("pipeline_runs", "validation_results", "billing_exceptions"),
+    "audit": ("pipeline_runs", "validation_results", "billing_exceptions", "published_days"),
 }
 
 

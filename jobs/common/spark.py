@@ -30,6 +30,8 @@ def session_settings(conf: Config) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": str(max(1, conf.spark.shuffle_partitions)),
         "spark.databricks.delta.stalenessLimit": "0",
         "spark.ui.showConsoleProgress": "false",
+        # INFO lines of every spark-submit end up in the Airflow task log, line by line
+        "spark.log.level": "WARN",
     }
     settings.update(conf.spark.extra_conf)
     return settings

@@ -1,0 +1,245 @@
+"""The whole daily pipeline at scale, stage by stage, against the floor of a bare CSV parse.
+
+For each size N: generate one day of N events (the project's generator) and a tariff of about
+50,000 destination prefixes, then in ONE warm session time session start, collect (CSV/XML ->
+bronze), validate (incl. Great Expectations), rate, assure, bill; and the floor: Spark reading
+the same CSV files with their full schema and counting. Reports events/s, events/s per core,
+end-to-end / bare-parse ratio, peak JVM and Python memory, shuffle spill (Spark's status API)
+and the time spent in Delta commits. Results: JSON + PNG chart.
+
+    .venv/bin/python benchmarks/pipeline.py --events 1000000 [10000000 ...] [--master local[2]] [--out build/bench]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.common.config import PROJECT_ROOT, load_config  # noqa: E402
+
+DAY = date(2026, 11, 4)                    # a Wednesday: peak and off-peak bands both in play
+EXTRA_PREFIXES = 50_000
+UI_PORT = 4077
+
+
+def write_tariff(folder: Path) -> int:
+    """The default plan (bands, holidays, 60/60, 30/6, 1/1 increments) with ~50,000 more prefixes:
+    longer numbers under its national and international destinations, so every price is realistic."""
+    shutil.copytree(PROJECT_ROOT / "rating_rules" / "default", folder)
+    with (folder / "Destinations.csv").open() as handle:
+        rows = [r for r in csv.reader(handle) if r and not r[0].startswith("#")]
+    bases = [(dest, prefix) for dest, prefix in rows if dest.startswith(("DST_DE_", "DST_INTL_"))]
+    extra = []
+    for i in range(EXTRA_PREFIXES):
+        dest, prefix = bases[i % len(bases)]
+        extra.append(f"{dest},{prefix}{i // len(bases):04d}")
+    with (folder / "Destinations.csv").open("a") as handle:
+        handle.write("\n".join(extra) + "\n")
+    return len(rows) + len(extra)
+
+
+class MemorySampler(threading.Thread):
+    """Peak resident memory of this (driver) Python process and of its JVM, sampled every 0.2 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.me = psutil.Process()
+        self.peak_python = self.peak_jvm = 0
+        self.running = True
+
+    def run(self):
+        while self.running:
+            try:
+                self.peak_python = max(self.peak_python, self.me.memory_info().rss)
+                jvm = sum(c.memory_info().rss for c in self.me.children(recursive=True) if "java" in c.name())
+                self.peak_jvm = max(self.peak_jvm, jvm)
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+
+def spill_bytes(app_id: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{UI_PORT}/api/v1/applications/{app_id}/stages", timeout=10) as r:
+            stages = json.loads(r.read())
+    except OSError:
+        return {"memory": None, "disk": None}
+    return {"memory": sum(s.get("memoryBytesSpilled", 0) for s in stages),
+            "disk": sum(s.get("diskBytesSpilled", 0) for s in stages)}
+
+
+def time_delta_commits(modules) -> dict:
+    """Wrap the Delta writers each job module imported, adding their wall time to one counter."""
+    spent = {"seconds": 0.0, "commits": 0}
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent["seconds"] += time.perf_counter() - started
+                spent["commits"] += 1
+        return wrapper
+
+    for module in modules:
+        for name in ("merge", "replace_where", "update_matched", "delete_matched", "append"):
+            if hasattr(module, name) and callable(getattr(module, name)):
+                setattr(module, name, timed(getattr(module, name)))
+    return spent
+
+
+def bare_parse(spark, landing: Path) -> tuple[float, int]:
+    """The floor: Spark reads every CSV landing file with its full schema (all strings) and counts."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from schemas.landing import CDR_KINDS
+
+    started = time.perf_counter()
+    rows = 0
+    for kind in CDR_KINDS:
+        schema = StructType([StructField(c, StringType()) for c in kind.columns])
+        rows += (spark.read.schema(schema).option("header", kind.has_header).option("mode", "PERMISSIVE")
+                 .csv(str(landing / kind.folder)).count())
+    return time.perf_counter() - started, rows
+
+
+def run_size(n: int, master: str, work: Path) -> dict:
+    from jobs.generate.cdrs import GeneratorSettings, generate
+
+    data = work / f"data_{n}"
+    shutil.rmtree(data, ignore_errors=True)
+    started = time.perf_counter()
+    summary = generate(GeneratorSettings(out=data, seed=1, subscribers=max(200, n // 40), start=DAY, days=1,
+                                         events_per_day=n))
+    generate_s = time.perf_counter() - started
+    prefixes = write_tariff(data / "rules")
+    conf = load_config(overrides={
+        "spark.master": master, "spark.shuffle_partitions": 8, "spark.driver_memory": "6g",
+        "spark.extra_conf": {"spark.ui.enabled": "true", "spark.ui.port": str(UI_PORT)},
+        "paths.warehouse": str(data / "warehouse"), "paths.landing": str(data / "landing"),
+        "paths.reference": str(data / "reference"), "paths.rules": str(data / "rules"),
+        "paths.reports": str(data / "reports"),
+        # one generated day carries ~1 % planted faults; the default thresholds apply
+    }, environ={})
+    sampler = MemorySampler()
+    sampler.start()
+    from jobs.common.spark import build_spark
+
+    started = time.perf_counter()
+    spark = build_spark(conf, app_name=f"cdr-billing-bench-{n}")
+    session_s = time.perf_counter() - started
+
+    from jobs import assure, bill, collect, rate, validate
+    from jobs.common import audit
+
+    commits = time_delta_commits([collect, validate, rate, assure, bill, audit])
+    # warm-up: the first Spark job of a session pays class loading; the floor is timed warm too
+    bare_parse(spark, data / "landing")
+    bare_s, bare_rows = bare_parse(spark, data / "landing")
+    stages, counts = {}, {}
+    for name, job, day in (("collect", collect.run, DAY), ("validate", validate.run, DAY), ("rate", rate.run, DAY),
+                           ("assure", assure.run, DAY), ("bill", bill.run, DAY + timedelta(days=1))):
+        started = time.perf_counter()
+        try:
+            record = job(spark, conf, day)
+            counts[name] = {"in": record.records_in, "out": record.rated, "quarantined": record.quarantined}
+        except Exception as exc:                    # a breach or a failure is a result too
+            counts[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        stages[name] = round(time.perf_counter() - started, 2)
+    spill = spill_bytes(spark.sparkContext.applicationId)
+    spark.stop()
+    sampler.running = False
+    sampler.join()
+    pipeline_s = sum(stages[s] for s in ("collect", "validate", "rate", "bill"))
+    cores = int(master[6:-1]) if master.startswith("local[") and master[6:-1].isdigit() else os.cpu_count()
+    return {
+        "events_requested": n, "records": sum(summary["records"].values()), "bare_parse_rows": bare_rows,
+        "tariff_prefixes": prefixes, "generate_s": round(generate_s, 1), "session_start_s": round(session_s, 2),
+        "bare_parse_s": round(bare_s, 2), "stages_s": stages, "counts": counts,
+        "end_to_end_s": round(pipeline_s, 2),
+        "end_to_end_with_assure_s": round(pipeline_s + stages["assure"], 2),
+        "events_per_s": round(n / pipeline_s), "events_per_s_per_core": round(n / pipeline_s / cores),
+        "ratio_to_bare_parse": round(pipeline_s / bare_s, 1),
+        "peak_jvm_rss_mb": round(sampler.peak_jvm / 2**20), "peak_python_rss_mb": round(sampler.peak_python / 2**20),
+        "shuffle_spill_bytes": spill, "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
+        "cores": cores, "master": master,
+    }
+
+
+def machine() -> dict:
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    import psutil
+    import pyspark
+
+    return {"cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "java": java, "spark": pyspark.__version__,
+            "platform": platform.platform()}
+
+
+def chart(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{r['events_requested']:,}" for r in results]
+    bottom = [0.0] * len(results)
+    for stage in ("collect", "validate", "rate", "bill", "assure"):
+        values = [r["stages_s"][stage] for r in results]
+        left.bar(labels, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    left.plot(labels, [r["bare_parse_s"] for r in results], "k_", markersize=40, label="bare CSV parse")
+    left.set_ylabel("seconds")
+    left.set_title("stage times (warm session)")
+    left.legend(fontsize=8)
+    right.plot(labels, [r["events_per_s"] for r in results], "o-", label="pipeline")
+    right.plot(labels, [r["records"] / r["bare_parse_s"] for r in results], "s--", label="bare parse")
+    right.set_ylabel("events / s")
+    right.set_title("throughput by size")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "bench")
+    parser.add_argument("--keep-data", action="store_true", help="keep generated data and tables under --out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in args.events:
+        result = run_size(n, args.master, args.out)
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
+        if not args.keep_data:
+            shutil.rmtree(args.out / f"data_{n}", ignore_errors=True)
+    report = {"machine": machine(), "results": results}
+    (args.out / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(results, args.out / "pipeline.png")
+    print(f"wrote {args.out / 'pipeline.json'} and {args.out / 'pipeline.png'}")
+
+
+if __name__ == "__main__":
+    main()
