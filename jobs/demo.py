@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,14 +32,54 @@ def airflow_env(conf: Config, out: Path) -> dict[str, str]:
     return env
 
 
-def run_dag(dag_id: str, logical_date: date, env: dict[str, str], log_dir: Path) -> bool:
+_TASK_DONE = re.compile(r"new_state=(success|failed|skipped|up_for_retry)")
+_TASK_ID = re.compile(r"task_id=([A-Za-z0-9_]+)")
+
+
+def progress(label: str, done: int, total: int, current: str, seconds: float, live: bool) -> str:
+    """One progress line: a bar for a person at a terminal, a plain line for a log."""
+    width = 24
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    text = f"{label} [{bar}] {done}/{total} tasks  {current:<12} {seconds:5.0f}s"
+    return ("\r" + text) if live else text
+
+
+def dag_task_ids(env: dict[str, str]) -> dict[str, list[str]]:
+    result = subprocess.run([sys.executable, "-c", (
+        "import json; from airflow.dag_processing.dagbag import DagBag;"
+        f"bag = DagBag({str(PROJECT_ROOT / 'dags')!r});"
+        "print(json.dumps({d: bag.dags[d].task_ids for d in bag.dags}))")],
+        env=env, capture_output=True, text=True)
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {}
+
+
+def run_dag(dag_id: str, logical_date: date, env: dict[str, str], log_dir: Path, n_tasks: int = 0) -> bool:
+    """`airflow dags test` with a progress bar (or per-task lines when stdout is not a terminal)."""
     airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
     log = log_dir / f"{dag_id}_{logical_date}.log"
+    live = sys.stdout.isatty()
+    started, shown = time.monotonic(), -1
     with log.open("w") as handle:
-        result = subprocess.run([airflow, "dags", "test", dag_id, logical_date.isoformat()], env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([airflow, "dags", "test", dag_id, logical_date.isoformat()], env=env,
+                                   stdout=handle, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            time.sleep(2)
+            text = log.read_text(errors="replace")
+            done = len(_TASK_DONE.findall(text))
+            ids = _TASK_ID.findall(text)
+            if live or done != shown:
+                line = progress(f"  {dag_id} {logical_date}", done, n_tasks or done, ids[-1] if ids else "starting",
+                                time.monotonic() - started, live)
+                print(line, end="" if live else "\n", flush=True)
+                shown = done
+        if live:
+            print()
     text = log.read_text(errors="replace")
-    ok = result.returncode == 0 and "state=failed" not in text.lower().replace(" ", "")
+    ok = process.returncode == 0 and "state=failed" not in text.lower().replace(" ", "")
     return ok
 
 
@@ -118,12 +159,13 @@ def run_demo(conf: Config, out: Path, days: int, events_per_day: int) -> int:
     print(f"generated {sum(summary['records'].values()):,} records for {summary['subscribers']} subscriber rows "
           f"({summary['bad_records']} deliberately bad) -> {out}", flush=True)
     env = airflow_env(conf, out)
+    tasks = dag_task_ids(env)
     failures = 0
     for offset in range(days):
         day = DEMO_START + timedelta(days=offset)
         for dag_id in ("cdr_daily", "billing_cycle"):
             t0 = time.monotonic()
-            ok = run_dag(dag_id, day, env, log_dir)
+            ok = run_dag(dag_id, day, env, log_dir, len(tasks.get(dag_id, [])))
             failures += not ok
             print(f"{dag_id:<13} {day}: {'success' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s "
                   f"(log {log_dir / f'{dag_id}_{day}.log'})", flush=True)

@@ -96,14 +96,16 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         waiting = (read_table(spark, conf.table_path("silver", "quarantine"), QUARANTINE)
                    .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)).select(F.col("record_key").alias("event_id")))
         todo = events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
-        priced = price(todo, compiled, conf).persist()
+        # Checkpointed, not persisted: `todo` reads rated_events, and Delta re-caches every plan on a
+        # path it writes, so a persisted `priced` was rated a second time after the MERGE below
+        # (half of this stage's time at 1M events, and against the table's new state).
+        priced = price(todo, compiled, conf).localCheckpoint(eager=True)
         outcome = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
         write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
         merge(to_quarantine_rows(priced, record.run_id, logical_date, now), conf.table_path("silver", "quarantine"),
               ["quarantine_id"], update=False)
         record.details["quarantined_by_reason"] = {r.rating_reason: r["count"] for r in priced.where(
             F.col("rating_reason").isNotNull()).groupBy("rating_reason").count().collect()}
-        priced.unpersist()
         record.records_in = sum(outcome.values())
         record.rated = outcome.get(True, 0)
         record.quarantined = outcome.get(False, 0)

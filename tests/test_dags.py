@@ -35,3 +35,12 @@ def test_dag_files_import_fast_and_without_spark_or_gx():
         seconds, spark_loaded, gx_loaded = float(out[-3]), out[-2] == "True", out[-1] == "True"
         assert not spark_loaded and not gx_loaded, path.name
         assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to import"
+
+
+def test_demo_progress_bar_for_a_person_and_plain_lines_for_a_log():
+    from jobs.demo import progress
+
+    live = progress("  cdr_daily 2026-11-02", 3, 6, "rate", 95.2, live=True)
+    assert live.startswith("\r") and "[############------------] 3/6 tasks" in live and "rate" in live
+    logged = progress("  cdr_daily 2026-11-02", 6, 6, "publish", 181, live=False)
+    assert "\r" not in logged and "[########################] 6/6" in logged and logged.endswith("181s")
