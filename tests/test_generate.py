@@ -101,3 +101,23 @@ def test_traffic_files_are_well_formed_except_the_planted_bad_one(tmp_path):
     planted = _read(tmp_path / "expected" / "traffic_discrepancies.csv")[1:]
     assert {row[2] for row in planted} == {"mismatch", "missing_cdrs", "missing_counters"}
     assert any(row[3] == "True" for row in planted)     # the suspect counter
+
+
+def test_a_call_across_local_midnight_is_counted_in_the_next_days_file(tmp_path):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    import pandas as pd
+
+    from jobs.generate.traffic import write_day
+
+    berlin = ZoneInfo("Europe/Berlin")
+    answer = int(datetime(2026, 11, 2, 23, 50, tzinfo=berlin).timestamp())
+    calls = pd.DataFrame({"trunk": ["TG0101"], "answer": [answer], "duration": [1200]})   # 10 min each side
+    no_data = pd.DataFrame({"apn": [], "opening": [], "uplink": [], "downlink": []})
+    _, _, spill = write_day(tmp_path, date(2026, 11, 2), berlin, calls, no_data, plant=False)
+    midnight = int(datetime(2026, 11, 3, tzinfo=berlin).timestamp())
+    assert spill == {("TG0101", "CALL.OutConversationTime", midnight): 600}
+    write_day(tmp_path, date(2026, 11, 3), berlin, calls.iloc[:0], no_data, plant=False, carried_in=spill)
+    first_hour = (tmp_path / "A20261103.0000+0100-0100+0100_MSC01.xml").read_text()
+    assert '<r p="2">600</r>' in first_hour and first_hour.count('<r p="2">600</r>') == 1

@@ -345,7 +345,7 @@ def generate(s: GeneratorSettings) -> dict:
     subs.to_csv(reference / "subscribers.csv", index=False, lineterminator="\n")
     faults_out, carry, expected_duplicates = [], {k: None for k in KINDS}, 0
     counts = {k: 0 for k in KINDS}
-    findings, bad_files = [], []
+    findings, bad_files, past_midnight = [], [], {}
     for d in range(s.days):
         day = s.start + timedelta(days=d)
         numbers = _active_numbers(subs, day)
@@ -387,8 +387,8 @@ def generate(s: GeneratorSettings) -> dict:
                 source = f"{kind.folder}/{file_name}"
                 faults_out += [(source, positions[i], reason) for i, reason in faults if i in positions]
                 counts[name] += len(part)
-        day_findings, day_bad = traffic.write_day(landing / TRAFFIC_FOLDER, day, tz, carried["voice"], carried["data"],
-                                                  plant=(d == 0))
+        day_findings, day_bad, past_midnight = traffic.write_day(
+            landing / TRAFFIC_FOLDER, day, tz, carried["voice"], carried["data"], plant=(d == 0), carried_in=past_midnight)
         findings.append(day_findings)
         bad_files += day_bad
     expected.mkdir(parents=True, exist_ok=True)

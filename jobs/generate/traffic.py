@@ -186,13 +186,18 @@ def measurement_file(element: str, objects: list[tuple[str, str]], counters: tup
 
 
 def write_day(folder: Path, day: date, tz: ZoneInfo, calls: pd.DataFrame, sessions: pd.DataFrame,
-              plant: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Write one local day's measurement files; return (expected findings, names of bad files)."""
+              plant: bool, carried_in: dict | None = None) -> tuple[pd.DataFrame, list, dict]:
+    """Write one local day's measurement files.
+
+    Returns (expected findings, bad files, carried_out): the seconds of calls that run past local
+    midnight belong to the next day's files, so they are handed on (`carried_in` the next day)."""
     folder.mkdir(parents=True, exist_ok=True)
     truth = pd.concat([voice_truth(calls).assign(metric=lambda f: f["metric"].map(
         {METRIC_ANSWERED_CALLS: CALL_COUNTERS[0], METRIC_CONVERSATION_SECONDS: CALL_COUNTERS[1]})),
         data_truth(sessions)], ignore_index=True)
     values = {(o, m, int(p)): int(v) for o, m, p, v in truth[["object_id", "metric", "period", "value"]].itertuples(index=False)}
+    for key, value in (carried_in or {}).items():
+        values[key] = values.get(key, 0) + value
     plants = _plants(day, tz) if plant else []
     for p in plants:
         values[(p.object_id, p.counter, p.period)] = values.get((p.object_id, p.counter, p.period), 0) + p.extra
@@ -220,4 +225,5 @@ def write_day(folder: Path, day: date, tz: ZoneInfo, calls: pd.DataFrame, sessio
         bad_files.append((f"traffic/{name}", R.BAD_XML))
     findings = expected_findings(truth, plants, missing) if plant else pd.DataFrame(
         columns=["object_id", "metric", "status", "suspect", "period_start"])
-    return findings, bad_files
+    carried_out = {key: value for key, value in values.items() if key[2] >= day_end}
+    return findings, bad_files, carried_out
