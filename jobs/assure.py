@@ -31,6 +31,7 @@ from jobs import measurements
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import AssuranceSettings, Config
 from jobs.common.delta_io import merge, read_table, replace_where, table_exists
+from jobs.common.expressions import local_date, lookup
 from jobs.common.quarantine import to_quarantine
 from schemas.landing import (
     METRIC_ANSWERED_CALLS, METRIC_CONVERSATION_SECONDS, METRIC_DATA_OCTETS, PERIOD_SECONDS, TRAFFIC,
@@ -89,8 +90,7 @@ def compare(network: DataFrame, cdr: DataFrame, settings: AssuranceSettings) -> 
     keys = ["object_type", "object_id", "metric", "period_start"]
     joined = (network.select(*keys, F.col("value").alias("network_value"), "suspect")
               .join(cdr.select(*keys, F.col("value").alias("cdr_value")), keys, "full"))
-    absolute = F.coalesce(F.create_map(*[F.lit(x) for pair in settings.absolute_tolerance.items() for x in pair])[F.col("metric")],
-                          F.lit(0))
+    absolute = F.coalesce(lookup(settings.absolute_tolerance, F.col("metric")), F.lit(0))
     cdr_value = F.coalesce("cdr_value", F.lit(0))
     difference = F.col("network_value") - cdr_value
     allowed = F.greatest(absolute.cast("double"),
@@ -121,7 +121,7 @@ def daily_summary(comparison: DataFrame, rated_by_object: DataFrame) -> DataFram
     to 4 decimals: an estimate, not an amount that is invoiced.
     """
     volume = comparison.where(F.col("metric").isin(*VOLUME_METRICS))
-    unit = F.create_map(*[F.lit(x) for pair in VOLUME_METRICS.items() for x in pair])[F.col("metric")]
+    unit = lookup(VOLUME_METRICS, F.col("metric"))
     unbilled = F.when(counts_as_leak(comparison), F.greatest(F.col("difference"), F.lit(0))).otherwise(F.lit(0))
     per_object = volume.groupBy("local_date", "object_id", "object_type", "metric").agg(
         F.sum(F.coalesce("network_value", F.lit(0))).alias("carried"), F.sum("cdr_value").alias("billed"),
@@ -221,7 +221,7 @@ def _rated_by_object(spark: SparkSession, conf: Config, events: DataFrame) -> Da
     objects = events.select("event_id", F.coalesce("msc_outgoing_tkgp", "apn").alias("object_id")).where("object_id IS NOT NULL")
     tz = conf.operator.timezone
     return (rated.join(objects, "event_id")
-            .groupBy(F.to_date(F.from_utc_timestamp("event_start", tz)).alias("local_date"), "object_id", "currency")
+            .groupBy(local_date(F.col("event_start"), tz).alias("local_date"), "object_id", "currency")
             .agg(F.sum("cost").alias("cost"), F.sum("usage").alias("usage")))
 
 
@@ -243,9 +243,8 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(
             (F.col("event_start") >= F.lit(lo - longest_call)) & (F.col("event_start") < F.lit(hi)))
         cdr = cdr_metrics(events).where((F.col("period_start") >= F.lit(lo)) & (F.col("period_start") < F.lit(hi)))
-        local_date = F.to_date(F.from_utc_timestamp("period_start", tz))
         comparison = (compare(network_metrics(measured), cdr, settings)
-                      .withColumn("local_date", local_date)
+                      .withColumn("local_date", local_date(F.col("period_start"), tz))
                       .withColumn("settled", F.col("local_date") <= F.lit(settled_day))
                       .withColumn("run_id", F.lit(record.run_id))
                       .select(*USAGE_ASSURANCE.fieldNames())).localCheckpoint(eager=True)

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from jobs.common.expressions import lookup
 from jobs.common.inspection import Inspection, decompressed
 from schemas import reason_codes as R
 from schemas.landing import COUNTER_METRICS, OBJECT_TYPES
@@ -101,8 +102,8 @@ def standardise(bronze: DataFrame) -> DataFrame:
     """
     last_rdn = F.element_at(F.split("meas_obj_ldn", ","), -1)
     rdn_type = F.trim(F.split(last_rdn, "=").getItem(0))
-    object_type = F.create_map(*[F.lit(x) for pair in OBJECT_TYPES.items() for x in pair])[rdn_type]
-    metric = F.create_map(*[F.lit(x) for pair in COUNTER_METRICS.items() for x in pair])[F.col("counter")]
+    object_type = lookup(OBJECT_TYPES, rdn_type)
+    metric = lookup(COUNTER_METRICS, F.col("counter"))
     seconds = F.expr(f"try_cast(regexp_extract(granularity_duration, '{_DURATION}', 1) AS BIGINT)")
     period_end = F.try_to_timestamp(F.col("granularity_end"))
     value = F.expr("try_cast(value AS BIGINT)")

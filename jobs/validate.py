@@ -18,6 +18,7 @@ from pyspark.sql.window import Window
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table, table_exists, update_matched
+from jobs.common.expressions import local_date, lookup
 from jobs.common.quarantine import to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
@@ -124,15 +125,11 @@ def _event_id(record_type: Column, group_key: Column) -> Column:
     return F.substring(F.sha2(F.concat_ws("#", record_type, group_key), 256), 1, 32)
 
 
-def _local_date(ts: Column, tz: str) -> Column:
-    return F.to_date(F.from_utc_timestamp(ts, tz))
-
-
 def singles_to_events(singles: DataFrame, conf: Config, run_id: str) -> DataFrame:
     return singles.select(
         _event_id(F.col("record_type"), F.col("group_key")).alias("event_id"), "record_type",
         F.array("record_key").alias("source_keys"), F.array("source_file").alias("source_files"),
-        "served_msisdn", "destination", "event_start", _local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"),
+        "served_msisdn", "destination", "event_start", local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"),
         "usage", _usage_unit(F.col("record_type")).alias("usage_unit"), "chargeable", "category",
         "account_id", "plan_id", "currency", "tax_region", "msc_outgoing_tkgp", "apn", "serving_plmn",
         F.lit(run_id).alias("run_id"),
@@ -140,8 +137,7 @@ def singles_to_events(singles: DataFrame, conf: Config, run_id: str) -> DataFram
 
 
 def _usage_unit(record_type: Column) -> Column:
-    mapping = F.create_map(*[F.lit(x) for pair in USAGE_UNITS.items() for x in pair])
-    return mapping[record_type]
+    return lookup(USAGE_UNITS, record_type)
 
 
 def evaluate_groups(parts: DataFrame, expiry_before: datetime) -> DataFrame:
@@ -174,7 +170,7 @@ def assemble(parts: DataFrame, conf: Config, run_id: str) -> DataFrame:
     return events.select(
         _event_id(F.col("record_type"), F.col("group_key")).alias("event_id"), "record_type", "source_keys",
         "source_files", "served_msisdn", "destination", "event_start",
-        _local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"), "usage",
+        local_date(F.col("event_start"), conf.operator.timezone).alias("event_date"), "usage",
         _usage_unit(F.col("record_type")).alias("usage_unit"), "chargeable", "category", "account_id", "plan_id",
         "currency", "tax_region", "msc_outgoing_tkgp", "apn", "serving_plmn", F.lit(run_id).alias("run_id"))
 

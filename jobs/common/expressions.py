@@ -1,0 +1,17 @@
+"""Small Spark column expressions several stages share."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+
+def lookup(mapping: Mapping, key: Column) -> Column:
+    """`mapping[key]` as a literal Spark map (null where the key is absent): no join, no UDF."""
+    return F.create_map(*[F.lit(x) for pair in mapping.items() for x in pair])[key]
+
+
+def local_date(ts: Column, tz: str) -> Column:
+    """The operator-zone calendar date of a UTC timestamp."""
+    return F.to_date(F.from_utc_timestamp(ts, tz))
