@@ -9,7 +9,7 @@ from jobs.airflow_stage import DEFAULT_ARGS, spark_stage
 
 with DAG(
     dag_id="quarantine_recycle",
-    description="Rate suspended quarantine records again with the current rules",
+    description="Validate and rate suspended quarantine records again with the current reference data and rules",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -18,9 +18,15 @@ with DAG(
     tags=["billing", "quarantine"],
     doc_md="""
 ### quarantine_recycle
-Trigger after a tariff or reference fix. Suspended rating-quarantine events are rated with the
-current rules; those that now rate are marked `recycled`, the others stay `suspended` with their
-latest reason. Idempotent: a second run finds nothing new.
+Trigger after a tariff or reference fix (`reference/subscribers.csv`, `rating_rules/`).
+
+1. Records quarantined by validation for reference data (`UNKNOWN_SUBSCRIBER`) are validated
+   again with today's subscribers; those that pass become events.
+2. Suspended rating-quarantine events, and the events step 1 released, are rated with the
+   current rules.
+
+What now passes is marked `recycled` in `silver/quarantine`; the rest stays `suspended` with its
+latest reason and one more attempt. Idempotent: a second run finds nothing new.
 """,
 ) as dag:
     spark_stage("recycle", ["recycle"], doc_md="Runs `cdr-billing recycle`. **On failure**: see the one-line reason in the log.")

@@ -172,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  cost change {currency} {delta}")
             return 0
         if args.command == "recycle":
-            from jobs.rate import recycle
+            from jobs import rate, validate
 
-            record = recycle(spark, conf)
-            print(f"recycle: retried={record.records_in:,} rated={record.rated:,} still suspended={record.quarantined:,}")
+            checked = validate.recycle(spark, conf)
+            print(f"recycle validate: retried={checked.records_in:,} now valid={checked.rated:,} "
+                  f"parts waiting for their call/session={checked.pending:,} still suspended={checked.quarantined:,}")
+            record = rate.recycle(spark, conf)
+            d = record.details
+            print(f"recycle rate:     retried={d['retried']:,} newly valid events={d['newly_rated']:,} "
+                  f"rated={record.rated:,} suspended={record.quarantined:,}")
             return 0
         raise NotImplementedError(f"`{args.command}` is not built yet")
     except ConfigError as exc:

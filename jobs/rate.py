@@ -84,37 +84,48 @@ def write_rated(rated: DataFrame, conf: Config, update: bool = False) -> None:
     merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"])
 
 
+def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
+    """Events from `since` on that are neither rated nor waiting in rating quarantine for `recycle`."""
+    events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(F.col("event_date") >= F.lit(since))
+    rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).select("event_id")
+    waiting = (read_table(spark, conf.table_path("silver", "quarantine"), QUARANTINE)
+               .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)).select(F.col("record_key").alias("event_id")))
+    return events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
+
+
+def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: str, conf: Config, run_id: str,
+                   logical_date: date | None, now: datetime) -> dict[str | None, int]:
+    """Price `todo`, MERGE the rated rows and quarantine the rest: {reason (None: rated): count}."""
+    # Checkpointed, not persisted: `todo` reads rated_events, and Delta re-caches every plan on a
+    # path it writes, so a persisted `priced` was rated a second time after the MERGE below
+    # (half of this stage's time at 1M events, and against the table's new state).
+    priced = price(todo, compiled, conf).localCheckpoint(eager=True)
+    outcome = {r.rating_reason: r["count"] for r in priced.groupBy("rating_reason").count().collect()}
+    write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf)
+    merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
+          ["quarantine_id"], update=False)
+    return outcome
+
+
 def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
     record = record or RunRecord(STAGE, logical_date)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with audited(spark, conf, record):
         tariff, compiled = load_rules(spark, conf)
         record.details["tariff_version"] = tariff.version
-        since = logical_date - timedelta(days=LOOKBACK_DAYS)
-        events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(F.col("event_date") >= F.lit(since))
-        rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).select("event_id")
-        waiting = (read_table(spark, conf.table_path("silver", "quarantine"), QUARANTINE)
-                   .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)).select(F.col("record_key").alias("event_id")))
-        todo = events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
-        # Checkpointed, not persisted: `todo` reads rated_events, and Delta re-caches every plan on a
-        # path it writes, so a persisted `priced` was rated a second time after the MERGE below
-        # (half of this stage's time at 1M events, and against the table's new state).
-        priced = price(todo, compiled, conf).localCheckpoint(eager=True)
-        outcome = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
-        write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
-        merge(to_quarantine_rows(priced, record.run_id, logical_date, now), conf.table_path("silver", "quarantine"),
-              ["quarantine_id"], update=False)
-        record.details["quarantined_by_reason"] = {r.rating_reason: r["count"] for r in priced.where(
-            F.col("rating_reason").isNotNull()).groupBy("rating_reason").count().collect()}
+        todo = unrated_events(spark, conf, logical_date - timedelta(days=LOOKBACK_DAYS))
+        outcome = rate_and_write(todo, compiled, tariff.version, conf, record.run_id, logical_date, now)
+        record.details["quarantined_by_reason"] = {k: v for k, v in outcome.items() if k is not None}
         record.records_in = sum(outcome.values())
-        record.rated = outcome.get(True, 0)
-        record.quarantined = outcome.get(False, 0)
+        record.rated = outcome.get(None, 0)
+        record.quarantined = record.records_in - record.rated
         record.check_conservation(record.rated)
     return record
 
 
 def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
-    """Rate the suspended rating-quarantine events again with the current rules."""
+    """Rate the suspended rating-quarantine events again with the current rules, and the events
+    no run has rated yet (those the validate stage's recycle has just released)."""
     record = record or RunRecord("recycle", None)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     qpath = conf.table_path("silver", "quarantine")
@@ -122,22 +133,25 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         tariff, compiled = load_rules(spark, conf)
         suspended = read_table(spark, qpath, QUARANTINE).where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED))
         events = suspended.select(F.from_json("event_json", EVENTS).alias("e")).select("e.*")
-        priced = price(events, compiled, conf).persist()
-        rated = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
-        write_rated(rated, conf)
+        priced = price(events, compiled, conf).localCheckpoint(eager=True)
+        write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
         # one status update: recycled where it now rates, the latest reason where it still does not
         attempt = priced.select(
             quarantine_id(STAGE, "event_id").alias("quarantine_id"),
             F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
             F.col("rating_reason").alias("reason_code"), F.lit(now).alias("attempted_at"))
-        record.records_in = priced.count()
-        record.rated = priced.where(F.col("rating_reason").isNull()).count()
-        record.quarantined = record.records_in - record.rated
-        if record.records_in:
+        retried = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
+        if retried:
             update_matched(attempt, qpath, ["quarantine_id"], {
                 "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
                 "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
-        priced.unpersist()
+        since = datetime.now(timezone.utc).date() - timedelta(days=LOOKBACK_DAYS)
+        fresh = rate_and_write(unrated_events(spark, conf, since), compiled, tariff.version, conf, record.run_id, None, now)
+        record.details.update({"tariff_version": tariff.version, "retried": sum(retried.values()),
+                               "newly_rated": sum(fresh.values())})
+        record.records_in = sum(retried.values()) + sum(fresh.values())
+        record.rated = retried.get(True, 0) + fresh.get(None, 0)
+        record.quarantined = record.records_in - record.rated
         record.check_conservation(record.rated)
     return record
 

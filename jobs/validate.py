@@ -19,7 +19,7 @@ from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table, table_exists, update_matched
 from jobs.common.expressions import local_date, lookup
-from jobs.common.quarantine import to_quarantine
+from jobs.common.quarantine import quarantine_id, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
 from schemas import reason_codes as R
@@ -216,6 +216,13 @@ def settle_partials(stored: DataFrame, new_parts: DataFrame, expiry_before: date
     return parts.join(evaluate_groups(parts, expiry_before), ["record_type", "group_key"])
 
 
+def write_partials(judged: DataFrame, path: str) -> None:
+    """Store the parts that are new or whose group changed status (settle_partials' output)."""
+    changed = judged.where((F.col("group_status") != F.col("status")) | F.col("is_new")).select(
+        *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
+    merge(changed, path, ["record_type", "record_key"], update=True)
+
+
 def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
     """Each silver table is written once. Quarantine and events go before partial_records, so a
     crash in between is repaired by the rerun (the parts are still pending) and loses nothing."""
@@ -289,9 +296,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 update_matched(quarantine_rows(revived, F.lit(R.PARTIAL_INCOMPLETE), F.lit(""), record.run_id, logical_date,
                                                now).select("quarantine_id"),
                                silver("quarantine"), ["quarantine_id"], {"status": f"'{R.RECYCLED}'"})
-            changed = judged.where((F.col("group_status") != F.col("status")) | F.col("is_new")).select(
-                *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
-            merge(changed, partials_path, ["record_type", "record_key"], update=True)
+            write_partials(judged, partials_path)
             if counts["part"]:
                 after = judged.select("record_type", "record_key", F.col("group_status").alias("status")).unionByName(
                     stored.join(judged.select("record_type", "record_key"), ["record_type", "record_key"], "left_anti")
@@ -317,4 +322,90 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
             raise data_quality.DataQualityError(
                 f"batch breached {len(failed)} expectation(s): {'; '.join(failed[:3])}; "
                 f"see {record.details['quality']['docs']}")
+    return record
+
+
+def retry_quarantined(suspended: DataFrame, bronze_by_kind: dict[str, DataFrame], subscribers: DataFrame,
+                      conf: Config, bounds_by_date: dict[date, dict]) -> DataFrame:
+    """Suspended record rows -> their bronze records standardised and judged again (pure).
+
+    Each record is checked against the bounds of the day it was first validated on, so a retry
+    never turns a record FUTURE_TIMESTAMP that was not, or the reverse; only reference data is new.
+    """
+    frames = []
+    for kind_name, bronze in bronze_by_kind.items():
+        wanted = suspended.where(F.col("record_type") == kind_name).select("source_file", "line_number", "logical_date")
+        typed = STANDARDISERS[kind_name](bronze.join(wanted, ["source_file", "line_number"], "left_semi"), conf.operator)
+        typed = typed.join(wanted, ["source_file", "line_number"])
+        with_account = attach_subscriber(typed, F.broadcast(subscribers))
+        for day, bounds in sorted(bounds_by_date.items()):
+            frames.append(apply_rules(with_account.where(F.col("logical_date") == F.lit(day)), bounds))
+    return reduce(DataFrame.unionByName, frames) if frames else None
+
+
+def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
+    """Validate the suspended records again whose reason a reference-data fix can clear.
+
+    Those that now pass become events (or parts of a call/session: assembled here when their group
+    is complete, otherwise left pending for the daily run) and their quarantine rows are marked
+    `recycled`; the others stay `suspended` with the latest reason. The record keys were indexed
+    when the records were first seen, so a recycled record can never also arrive as a new event.
+    Rating the new events is the rate stage's recycle, which runs right after this.
+    """
+    record = record or RunRecord("recycle_validate", None)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    silver = lambda t: conf.table_path("silver", t)  # noqa: E731
+    with audited(spark, conf, record):
+        suspended = (read_table(spark, silver("quarantine"), QUARANTINE)
+                     .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)
+                            & F.col("reason_code").isin(*R.REFERENCE_DATA_REASONS)))
+        # Checkpointed: the quarantine table is updated below and Delta would re-cache this plan.
+        suspended = suspended.select("record_type", "source_file", "line_number", "logical_date").localCheckpoint(eager=True)
+        days = [r.logical_date for r in suspended.select("logical_date").distinct().collect()]
+        bronze_by_kind = {}
+        for kind in CDR_KINDS:
+            path = conf.table_path("bronze", BRONZE_TABLES[kind.name])
+            if table_exists(spark, path):
+                bronze_by_kind[kind.name] = read_table(spark, path).where(F.col("ingest_date").isin(*days))
+        subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
+        checked = retry_quarantined(suspended, bronze_by_kind, subscribers, conf,
+                                    {day: run_bounds(conf, day) for day in days}) if days else None
+        if checked is None:
+            record.check_conservation(0)
+            return record
+        checked = checked.localCheckpoint(eager=True)
+        passing = F.col("reason_code").isNull()
+        new_parts = checked.where(passing & F.col("is_partial")).select(
+            *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"))
+        events_out = [singles_to_events(checked.where(passing & ~F.col("is_partial")), conf, record.run_id)]
+        partials_path = silver("partial_records")
+        part_status = {}
+        if new_parts.limit(1).count():
+            stored = read_table(spark, partials_path) if table_exists(spark, partials_path) else new_parts.limit(0)
+            # expiry is the daily run's decision: a recycle only assembles what is complete
+            touched = new_parts.select("record_type", "group_key").distinct()
+            judged = (settle_partials(stored, new_parts, datetime(1970, 1, 1)).join(touched, ["record_type", "group_key"],
+                                                                                   "left_semi").localCheckpoint(eager=True))
+            events_out.append(assemble(judged.where(F.col("group_status") == ASSEMBLED), conf, record.run_id))
+            part_status = {r.group_status: r["count"] for r in judged.where(F.col("is_new")).groupBy("group_status")
+                           .count().collect()}
+        merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
+              partition_by=["event_date"])
+        if part_status:
+            write_partials(judged, partials_path)
+        attempt = checked.select(
+            quarantine_id(STAGE, "record_type", "source_file", F.col("line_number").cast("string")).alias("quarantine_id"),
+            F.when(passing, F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"), "reason_code",
+            "reason_detail", F.lit(now).alias("attempted_at"))
+        update_matched(attempt, silver("quarantine"), ["quarantine_id"], {
+            "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
+            "reason_detail": "coalesce(s.reason_detail, t.reason_detail)",
+            "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
+        outcome = {r.ok: r["count"] for r in checked.groupBy(passing.alias("ok")).count().collect()}
+        record.records_in = sum(outcome.values())
+        record.quarantined = outcome.get(False, 0)
+        record.pending = part_status.get(PENDING, 0)
+        record.rated = outcome.get(True, 0) - record.pending
+        record.details["parts"] = part_status
+        record.check_conservation(record.rated)
     return record

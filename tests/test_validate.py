@@ -132,3 +132,61 @@ def test_a_late_closing_part_revives_an_expired_group(spark):
     # the same part seen again (a rerun) is not new, and an assembled-only group is not reopened
     rerun = settle_partials(stored.unionByName(late), late, datetime(2026, 11, 3)).collect()
     assert not any(r.is_new for r in rerun) and "k0" not in {r.record_key for r in rerun}
+
+
+def test_recycle_releases_records_once_the_subscriber_exists(spark, conf, tmp_path):
+    """UNKNOWN_SUBSCRIBER records (a single call, and both parts of a partial call) wait in
+    quarantine; after the CRM adds the number, `recycle` makes them events exactly once and the
+    rate stage's recycle rates them. Records quarantined for other reasons are not touched."""
+    import csv
+
+    from jobs import rate, validate
+    from jobs.common.delta_io import merge, read_table
+    from schemas.landing import SUBSCRIBER_COLUMNS
+    from schemas.tables import BRONZE_TABLES
+    from tests.test_rate_stage import _plan
+
+    def subscribers_csv(*rows):
+        conf_ref = tmp_path / "reference"
+        conf_ref.mkdir(exist_ok=True)
+        with (conf_ref / "subscribers.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(SUBSCRIBER_COLUMNS)
+            for account, msisdn in rows:
+                writer.writerow([account, msisdn, "", "P_BASIC", "1", "EUR", "DE", "2026-01-01", ""])
+
+    new_number = "491511000099"
+    part = {"served_msisdn": new_number, "call_reference": "P", "cause_for_term": "1"}
+    bronze = voice_bronze(spark, {}, {"served_msisdn": new_number}, {**part, "sequence_number": "1"},
+                          {**part, "sequence_number": "2", "cause_for_term": "0"}, {"call_duration": "-5"})
+    merge(bronze, conf.table_path("bronze", BRONZE_TABLES["voice"]), ["source_file", "line_number"])
+    subscribers_csv(("ACC1", "491511000001"))
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "plan", ["49"])))
+    conf = conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.0})})
+    day = date(2026, 11, 2)
+
+    first = validate.run(spark, conf, day)
+    assert (first.records_in, first.rated, first.quarantined) == (5, 1, 4)
+    assert validate.recycle(spark, conf).rated == 0                     # CRM not fixed yet: still suspended
+    attempts = {r.line_number: (r.status, r.attempts) for r in read_table(spark, conf.table_path("silver", "quarantine")).collect()}
+    assert attempts == {3: ("suspended", 2), 4: ("suspended", 2), 5: ("suspended", 2), 6: ("suspended", 1)}
+
+    subscribers_csv(("ACC1", "491511000001"), ("ACC9", new_number))
+    recycled = validate.recycle(spark, conf)
+    assert (recycled.records_in, recycled.rated, recycled.quarantined, recycled.pending) == (3, 3, 0, 0)
+    quarantine = {r.line_number: (r.status, r.reason_code) for r in
+                  read_table(spark, conf.table_path("silver", "quarantine")).collect()}
+    assert quarantine == {3: ("recycled", R.UNKNOWN_SUBSCRIBER), 4: ("recycled", R.UNKNOWN_SUBSCRIBER),
+                          5: ("recycled", R.UNKNOWN_SUBSCRIBER), 6: ("suspended", R.NEGATIVE_USAGE)}
+    events = read_table(spark, conf.table_path("silver", "events"))
+    assert sorted((r.account_id, r.usage, len(r.source_keys)) for r in events.collect()) == [
+        ("ACC1", 90, 1), ("ACC9", 90, 1), ("ACC9", 180, 2)]
+
+    again = validate.recycle(spark, conf)                               # idempotent: nothing left to retry
+    assert again.records_in == 0 and events.count() == 3
+    validate.run(spark, conf, day)                                      # the daily rerun adds nothing either
+    assert read_table(spark, conf.table_path("silver", "events")).count() == 3
+
+    rated = rate.recycle(spark, conf)
+    assert (rated.details["newly_rated"], rated.rated) == (3, 3)
+    assert read_table(spark, conf.table_path("gold", "rated_events")).count() == 3
