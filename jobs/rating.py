@@ -5,7 +5,9 @@
    at most three hops). An event joins the segments it overlaps (a voice call crossing an
    ActivationTime gets one piece per segment).
 2. Destination: the number's prefixes (and '' for `*any`) are exploded and equi-joined with the
-   broadcast (rating plan, prefix) table; the lowest chain index, then the longest prefix, wins.
+   broadcast (rating plan, prefix) table; the lowest chain index, then the longest prefix, wins;
+   destinations sharing that prefix are told apart by a timing active at the piece's start, then
+   weight, then id.
 3. Timing and rate group: at each boundary where the rate may change (timing start times and
    local midnights in the operator's zone, group-interval starts, piece starts) the active row of
    the piece is chosen (weight, then latest Time, then file order) and its group by usage so far.
@@ -54,6 +56,13 @@ SEGMENTS = StructType([
 ])
 PLAN_ROWS = StructType([StructField("rp_id", StringType()), StructField("destination_id", StringType()),
                         StructField("rows", ArrayType(ROW))])
+TIMING = StructType([
+    StructField("years", ArrayType(IntegerType())), StructField("months", ArrayType(IntegerType())),
+    StructField("month_days", ArrayType(IntegerType())), StructField("week_days", ArrayType(IntegerType())),
+    StructField("time_s", IntegerType()),
+])
+TIE_TIMINGS = StructType([StructField("rp_id", StringType()), StructField("destination_id", StringType()),
+                          StructField("timings", ArrayType(TIMING))])
 
 
 # ---------------------------------------------------------------- compile (driver, once per tariff)
@@ -100,8 +109,11 @@ def compile_segments(tariff: Tariff, tenant: str) -> list[tuple]:
 
 
 def compile_prefixes(tariff: Tariff) -> pd.DataFrame:
-    """(rp_id, prefix, destination_id): per plan and prefix the destination that wins ties
-    (highest weight of its plan rows, then lowest id). Vectorised: no Python loop per prefix."""
+    """(rp_id, prefix, destination_id, dest_rank, tied): every destination a plan prices under each
+    of its prefixes, ranked by the static tie-break (highest weight of its plan rows, then lowest
+    id). `tied` marks the prefixes several destinations share: for those the rank only decides
+    after the timing test at the event's instant (rating.md, step 2). Vectorised: no Python loop
+    per prefix."""
     dest = pd.DataFrame([(d, p) for d, ps in tariff.destinations.items() for p in ps], columns=["destination_id", "prefix"])
     plan_rows = pd.DataFrame([(r.rp_id, r.dr_id, r.weight) for rows in tariff.rating_plans.values() for r in rows],
                              columns=["rp_id", "dr_id", "weight"])
@@ -110,9 +122,26 @@ def compile_prefixes(tariff: Tariff) -> pd.DataFrame:
     priced = plan_rows.merge(drs, on="dr_id").groupby(["rp_id", "destination_id"], as_index=False)["weight"].max()
     any_rows = priced[priced["destination_id"] == "*any"].assign(prefix="")
     with_prefix = priced.merge(dest, on="destination_id")
-    both = pd.concat([with_prefix, any_rows], ignore_index=True)
+    both = pd.concat([with_prefix, any_rows], ignore_index=True).drop_duplicates(["rp_id", "prefix", "destination_id"])
     both = both.sort_values(["rp_id", "prefix", "weight", "destination_id"], ascending=[True, True, False, True])
-    return both.drop_duplicates(["rp_id", "prefix"])[["rp_id", "prefix", "destination_id"]].reset_index(drop=True)
+    both["dest_rank"] = both.groupby(["rp_id", "prefix"]).cumcount().astype("int32")
+    both["tied"] = both.groupby(["rp_id", "prefix"])["destination_id"].transform("size") > 1
+    return both[["rp_id", "prefix", "destination_id", "dest_rank", "tied"]].reset_index(drop=True)
+
+
+def compile_tie_timings(tariff: Tariff, prefixes: pd.DataFrame) -> list[tuple]:
+    """(rp_id, destination_id, timings[]) for the destinations that share a prefix in a plan."""
+    tied = set(map(tuple, prefixes.loc[prefixes["tied"], ["rp_id", "destination_id"]].drop_duplicates().to_numpy()))
+    out: dict[tuple, list] = {}
+    for rp_id, rows in tariff.rating_plans.items():
+        for row in rows:
+            timing = tariff.timings[row.timing_tag]
+            for dr in tariff.destination_rates[row.dr_id]:
+                if (rp_id, dr.destination_id) in tied:
+                    out.setdefault((rp_id, dr.destination_id), []).append(
+                        (list(timing.years), list(timing.months), list(timing.month_days), list(timing.week_days),
+                         timing.time_s))
+    return [(rp_id, dest_id, timings) for (rp_id, dest_id), timings in out.items()]
 
 
 def _whole_seconds(value: Decimal, what: str) -> int:
@@ -148,8 +177,12 @@ class CompiledTariff:
         self.version = tariff.version
         segments = compile_segments(tariff, tenant)
         self.segments = spark.createDataFrame(segments, SEGMENTS)
-        self.prefixes = spark.createDataFrame(compile_prefixes(tariff)).select(
-            F.col("rp_id").cast("string"), F.col("prefix").cast("string"), F.col("destination_id").cast("string"))
+        prefixes = compile_prefixes(tariff)
+        self.prefixes = spark.createDataFrame(prefixes).select(
+            F.col("rp_id").cast("string"), F.col("prefix").cast("string"), F.col("destination_id").cast("string"),
+            F.col("dest_rank").cast("int"), F.col("tied").cast("boolean"))
+        tie_timings = compile_tie_timings(tariff, prefixes)
+        self.tie_timings = spark.createDataFrame(tie_timings, TIE_TIMINGS) if tie_timings else None
         self.plan_rows = spark.createDataFrame(compile_plan_rows(tariff), PLAN_ROWS)
         self.subjects = {}
         for category, subject, *_ in segments:
@@ -176,7 +209,7 @@ def _prefixes(number: Column) -> Column:
                     .otherwise(F.array().cast("array<string>")))
 
 
-def resolve_pieces(events: DataFrame, tariff: CompiledTariff) -> DataFrame:
+def resolve_pieces(events: DataFrame, tariff: CompiledTariff, tz: str) -> DataFrame:
     """event_id -> pieces: (p_from, p_to, rp_id, destination_id, rows) per profile segment."""
     is_voice = F.col("category") == "call"
     ev = events.select("event_id", "category", "plan_id", "destination", "event_start", "usage").withColumn(
@@ -195,9 +228,17 @@ def resolve_pieces(events: DataFrame, tariff: CompiledTariff) -> DataFrame:
         F.posexplode("s.chain").alias("chain_idx", "rp_id"))
     candidates = pieces.withColumn("prefix", F.explode(_prefixes(F.col("destination")))).join(
         F.broadcast(tariff.prefixes), ["rp_id", "prefix"])
+    inactive = F.lit(False)
+    if tariff.tie_timings is not None:
+        # Destinations sharing the winning prefix: one with a plan row whose timing is active at the
+        # piece's first instant beats one without, before weight and id (rating.md, step 2).
+        candidates = candidates.join(F.broadcast(tariff.tie_timings), ["rp_id", "destination_id"], "left")
+        piece_start = _local_parts(F.timestamp_seconds(F.unix_seconds("event_start") + F.col("p_from")), tz)
+        inactive = F.when(F.col("tied"), ~F.exists(F.coalesce("timings", F.array().cast(ArrayType(TIMING))),
+                                                   lambda r: _timing_active(r, piece_start))).otherwise(F.lit(False))
     best = candidates.groupBy("event_id", "p_from", "p_to").agg(
-        F.min(F.struct(F.col("chain_idx"), (-F.length("prefix")).alias("neg_len"), F.col("rp_id"),
-                       F.col("destination_id"))).alias("best"))
+        F.min(F.struct(F.col("chain_idx"), (-F.length("prefix")).alias("neg_len"), inactive.alias("inactive"),
+                       F.col("dest_rank"), F.col("rp_id"), F.col("destination_id"))).alias("best"))
     all_pieces = pieces.select("event_id", "p_from", "p_to").distinct()
     resolved = (all_pieces.join(best, ["event_id", "p_from", "p_to"], "left")
                 .select("event_id", "p_from", "p_to", F.col("best.rp_id").alias("rp_id"),
@@ -218,13 +259,18 @@ def _matches(values: Column, value: Column) -> Column:
     return (F.size(values) == 0) | F.array_contains(values, value)
 
 
+def _timing_active(row: Column, t: dict[str, Column]) -> Column:
+    """The row's timing matches the local date and its Time is at or before the time of day."""
+    return (_matches(row.years, t["year"]) & _matches(row.months, t["month"]) & _matches(row.month_days, t["day"]) &
+            _matches(row.week_days, t["weekday"]) & (row.time_s <= t["tod"]))
+
+
 def _segment_at(offset: Column, pieces: Column, start: Column, is_voice: Column, tz: str) -> Column:
     """The rate in force for an increment starting `offset` units into the event."""
     piece = F.try_element_at(F.filter(pieces, lambda p: (p.p_from <= offset) & (offset < p.p_to)), F.lit(1))
     instant = F.when(is_voice, F.timestamp_seconds(F.unix_seconds(start) + offset)).otherwise(start)
     t = _local_parts(instant, tz)
-    active = F.filter(piece.rows, lambda r: _matches(r.years, t["year"]) & _matches(r.months, t["month"]) &
-                      _matches(r.month_days, t["day"]) & _matches(r.week_days, t["weekday"]) & (r.time_s <= t["tod"]))
+    active = F.filter(piece.rows, lambda r: _timing_active(r, t))
     winner = F.array_max(F.transform(active, lambda r: F.struct(r.weight.alias("w"), r.time_s.alias("t"),
                                                                 r.neg_order.alias("o"), r.alias("row")))).row
     group = F.try_element_at(F.filter(winner.groups, lambda g: F.when(is_voice, g.gis_s).otherwise(g.gis_u) <= offset), F.lit(-1))
@@ -296,7 +342,7 @@ def round_cost(exact: Column, method: Column, decimals: Column) -> Column:
 
 def rate_events(events: DataFrame, tariff: CompiledTariff, timezone_name: str) -> DataFrame:
     """Chargeable events -> cost columns, or a rating reason code. Pure transform."""
-    pieces = resolve_pieces(events, tariff)
+    pieces = resolve_pieces(events, tariff, timezone_name)
     is_voice = F.col("category") == "call"
     with_pieces = events.join(pieces, "event_id", "left").withColumn(
         "pieces", F.coalesce("pieces", F.array().cast(ArrayType(pieces.schema["pieces"].dataType.elementType))))

@@ -156,6 +156,27 @@ def test_fallback_subject_and_any_destination_and_longest_prefix(spark, tmp_path
     assert (cost(got[3]), got[3][3]) == (Decimal("9"), "*any")            # fallback's *any destination
 
 
+def test_destinations_sharing_a_prefix_tie_break_on_active_timing_then_weight_then_id(spark, tmp_path):
+    plan = write_plan(
+        tmp_path / "plan",
+        Destinations=["DST_WEEKDAY,4930", "DST_WEEKEND,4930", "DST_B,33", "DST_A,33", "DST_C,44", "DST_D,44"],
+        Rates=["RT_1,0,1,60s,60s,0s", "RT_2,0,2,60s,60s,0s"],
+        DestinationRates=["DR_WD,DST_WEEKDAY,RT_1,*up,4,0,", "DR_WE,DST_WEEKEND,RT_2,*up,4,0,",
+                          "DR_A,DST_A,RT_1,*up,4,0,", "DR_B,DST_B,RT_2,*up,4,0,", "DR_C,DST_C,RT_1,*up,4,0,",
+                          "DR_D,DST_D,RT_2,*up,4,0,"],
+        Timings=["T_WD,*any,*any,*any,1;2;3;4;5,00:00:00", "T_WE,*any,*any,*any,6;7,00:00:00"],
+        RatingPlans=["RP,DR_WD,T_WD,20", "RP,DR_WE,T_WE,10", "RP,DR_B,*any,10", "RP,DR_A,*any,10",
+                     "RP,DR_C,*any,5", "RP,DR_D,*any,9"],
+        RatingProfiles=["cgrates.org,call,S,,RP,"],
+    )
+    thursday, saturday = utc(2026, 11, 5, 10), utc(2026, 11, 7, 10)
+    got = rate(spark, plan, [("call", "S", "4930123", thursday, 60), ("call", "S", "4930123", saturday, 60),
+                             ("call", "S", "3312", thursday, 60), ("call", "S", "4412", saturday, 60)])
+    # the heavier weekday destination has no active timing on Saturday: the weekend one wins there
+    assert [(got[i][3], cost(got[i])) for i in range(4)] == [
+        ("DST_WEEKDAY", Decimal("1")), ("DST_WEEKEND", Decimal("2")), ("DST_A", Decimal("1")), ("DST_D", Decimal("2"))]
+
+
 def test_unratable_events_get_reasons_and_zero_usage_is_free(spark, tmp_path):
     plan = band_plan(tmp_path, Timings=["WD,*any,*any,*any,1;2;3;4;5,00:00:00"], RatingPlans=["RP,DR_DAY,WD,10"])
     sunday, monday = utc(2026, 11, 8, 10), utc(2026, 11, 9, 10)
