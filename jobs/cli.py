@@ -110,79 +110,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.html.write_text(render_html(doc), encoding="utf-8")
                 print(f"HTML invoice written to {args.html}")
             return 0
+        from jobs.common.preflight import check_rules, check_warehouse
+        from jobs.common.run_lock import run_lock
         from jobs.common.spark import build_spark
 
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.command == "run-day" else []
+        for name in stages:
+            _stage(name)
+        if args.command in ("rerate", "recycle", "bill") or "rate" in stages:
+            check_rules(conf)                      # an invalid plan stops the run before anything is written
         spark = build_spark(conf)
-        if args.command == "run-day":
-            for name in [s.strip() for s in args.stages.split(",") if s.strip()]:
-                started = time.monotonic()
-                record = _stage(name)(spark, conf, args.date)
-                print(f"{name:<9} {args.date}  in={record.records_in:>9,}  rated={record.rated:>9,}  "
-                      f"quarantined={record.quarantined:>7,}  duplicates={record.duplicates:>6,}  "
-                      f"pending={record.pending:>6,}  {time.monotonic() - started:6.1f}s", flush=True)
-            return 0
-        if args.command == "sql":
-            from jobs.common.catalog import register_tables
-
-            register_tables(spark, conf)
-            frame = spark.sql(args.query).limit(1000).toPandas()
-            from tabulate import tabulate
-
-            print(tabulate(frame, headers="keys", tablefmt="simple", showindex=False))
-            return 0
-        if args.command == "bill" and args.reproduce:
-            from jobs.bill import reproduce
-
-            report = reproduce(spark, conf, args.reproduce)
-            versions = ", ".join(f"{name}@{version}" for name, version in sorted(report.versions.items()))
-            if report.identical:
-                print(f"{report.invoice_id}: reproduced exactly from {versions}")
-                return 0
-            print(f"{report.invoice_id}: DIFFERS from its recomputation at {versions}:")
-            for difference in report.differences:
-                print(f"  {difference}")
-            return 1
-        if args.command == "bill":
-            from jobs.bill import run as bill_run
-
-            started = time.monotonic()
-            record = bill_run(spark, conf, args.run_date)
-            d = record.details
-            print(f"bill      {args.run_date}  period {d['period'][0]}..{d['period'][1]}  invoices={d['invoices']:,}  "
-                  f"events={record.rated:,}  held={record.pending:,}  already issued={d['already_issued']:,}  "
-                  f"{time.monotonic() - started:6.1f}s")
-            from decimal import Decimal
-
-            from jobs.invoicing import round_minor_value
-
-            for currency, total in sorted(d["totals_by_currency"].items()):
-                print(f"  total billed {currency} {round_minor_value(Decimal(total), currency):,}")
-            for reason, count in sorted(d["accounts_not_invoiced"].items()):
-                print(f"  not invoiced: {count} accounts {reason} (see billing.billing_exceptions)")
-            return 0
-        if args.command == "rerate":
-            from jobs.rate import rerate
-
-            record = rerate(spark, conf, args.date_from, args.date_to, dry_run=args.dry_run)
-            d = record.details
-            print(f"rerate {args.date_from}..{args.date_to}{' (dry run: nothing written)' if args.dry_run else ''}: "
-                  f"rated again={record.rated:,} changed={d['changed']:,} adjustments for issued invoices="
-                  f"{d['adjustments']:,} not ratable with the current rules (kept as rated)={d['not_ratable_now']:,}")
-            for currency, delta in sorted(d["cost_delta_by_currency"].items()):
-                print(f"  cost change {currency} {delta}")
-            return 0
-        if args.command == "recycle":
-            from jobs import rate, validate
-
-            checked = validate.recycle(spark, conf)
-            print(f"recycle validate: retried={checked.records_in:,} now valid={checked.rated:,} "
-                  f"parts waiting for their call/session={checked.pending:,} still suspended={checked.quarantined:,}")
-            record = rate.recycle(spark, conf)
-            d = record.details
-            print(f"recycle rate:     retried={d['retried']:,} newly valid events={d['newly_rated']:,} "
-                  f"rated={record.rated:,} suspended={record.quarantined:,}")
-            return 0
-        raise NotImplementedError(f"`{args.command}` is not built yet")
+        if args.command in ("run-day", "bill", "rerate", "recycle"):
+            check_warehouse(spark, conf)
+        lock_key = _lock_key(args)
+        if lock_key is None:
+            return _run(args, spark, conf, stages)
+        with run_lock(spark, conf, lock_key):
+            return _run(args, spark, conf, stages)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -191,13 +135,101 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # one-line reason for people; the stack trace is in the Spark log
         from jobs.common.jars import MissingJarsError
+        from jobs.common.preflight import PreflightError
+        from jobs.common.run_lock import RunLocked
+        from jobs.tariff import TariffError
 
-        if isinstance(exc, (MissingJarsError, NotImplementedError)):
+        if isinstance(exc, RunLocked):
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        if isinstance(exc, (MissingJarsError, NotImplementedError, PreflightError, TariffError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
               file=sys.stderr)
         return 1
+
+
+def _lock_key(args) -> str | None:
+    """Commands that write hold a lock per job and date; reading ones (sql, reproduce) none."""
+    if args.command == "run-day":
+        return f"run-day {args.date}"
+    if args.command == "bill":
+        return f"bill {args.run_date}" if args.run_date else None
+    return args.command if args.command in ("rerate", "recycle") else None
+
+
+def _run(args, spark, conf, stages: list[str]) -> int:
+    if args.command == "run-day":
+        for name in stages:
+            started = time.monotonic()
+            record = _stage(name)(spark, conf, args.date)
+            print(f"{name:<9} {args.date}  in={record.records_in:>9,}  rated={record.rated:>9,}  "
+                  f"quarantined={record.quarantined:>7,}  duplicates={record.duplicates:>6,}  "
+                  f"pending={record.pending:>6,}  {time.monotonic() - started:6.1f}s", flush=True)
+        return 0
+    if args.command == "sql":
+        from jobs.common.catalog import register_tables
+
+        register_tables(spark, conf)
+        frame = spark.sql(args.query).limit(1000).toPandas()
+        from tabulate import tabulate
+
+        print(tabulate(frame, headers="keys", tablefmt="simple", showindex=False))
+        return 0
+    if args.command == "bill" and args.reproduce:
+        from jobs.bill import reproduce
+
+        report = reproduce(spark, conf, args.reproduce)
+        versions = ", ".join(f"{name}@{version}" for name, version in sorted(report.versions.items()))
+        if report.identical:
+            print(f"{report.invoice_id}: reproduced exactly from {versions}")
+            return 0
+        print(f"{report.invoice_id}: DIFFERS from its recomputation at {versions}:")
+        for difference in report.differences:
+            print(f"  {difference}")
+        return 1
+    if args.command == "bill":
+        from jobs.bill import run as bill_run
+
+        started = time.monotonic()
+        record = bill_run(spark, conf, args.run_date)
+        d = record.details
+        print(f"bill      {args.run_date}  period {d['period'][0]}..{d['period'][1]}  invoices={d['invoices']:,}  "
+              f"events={record.rated:,}  held={record.pending:,}  already issued={d['already_issued']:,}  "
+              f"{time.monotonic() - started:6.1f}s")
+        from decimal import Decimal
+
+        from jobs.invoicing import round_minor_value
+
+        for currency, total in sorted(d["totals_by_currency"].items()):
+            print(f"  total billed {currency} {round_minor_value(Decimal(total), currency):,}")
+        for reason, count in sorted(d["accounts_not_invoiced"].items()):
+            print(f"  not invoiced: {count} accounts {reason} (see billing.billing_exceptions)")
+        return 0
+    if args.command == "rerate":
+        from jobs.rate import rerate
+
+        record = rerate(spark, conf, args.date_from, args.date_to, dry_run=args.dry_run)
+        d = record.details
+        print(f"rerate {args.date_from}..{args.date_to}{' (dry run: nothing written)' if args.dry_run else ''}: "
+              f"rated again={record.rated:,} changed={d['changed']:,} adjustments for issued invoices="
+              f"{d['adjustments']:,} not ratable with the current rules (kept as rated)={d['not_ratable_now']:,}")
+        for currency, delta in sorted(d["cost_delta_by_currency"].items()):
+            print(f"  cost change {currency} {delta}")
+        return 0
+    if args.command == "recycle":
+        from jobs import rate, validate
+
+        checked = validate.recycle(spark, conf)
+        print(f"recycle validate: retried={checked.records_in:,} now valid={checked.rated:,} "
+              f"parts waiting for their call/session={checked.pending:,} still suspended={checked.quarantined:,}")
+        record = rate.recycle(spark, conf)
+        d = record.details
+        print(f"recycle rate:     retried={d['retried']:,} newly valid events={d['newly_rated']:,} "
+              f"rated={record.rated:,} suspended={record.quarantined:,}")
+        return 0
+    raise NotImplementedError(f"`{args.command}` is not built yet")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,12 @@ PIPELINE_RUNS = _fields(
     ("details", StringType()),
 )
 
+# One row per job and date being run right now (jobs/common/run_lock.py); empty when idle.
+RUN_LOCKS = _fields(
+    ("lock_key", StringType()), ("token", StringType()), ("host", StringType()), ("pid", IntegerType()),
+    ("acquired_at", TimestampType()),
+)
+
 # One row per published logical date: the table versions downstream may pin, and the runs behind them.
 PUBLISHED_DAYS = _fields(
     ("logical_date", DateType()), ("assured", BooleanType()), ("table_versions", StringType()),

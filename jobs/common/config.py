@@ -96,6 +96,12 @@ class AssuranceSettings(_Section):
     plot_objects: int = Field(4, ge=1, le=12)
 
 
+class RunSettings(_Section):
+    """One run per job and date at a time (audit/run_locks)."""
+    # A lock whose holder cannot be checked (another host) is taken over after this long.
+    lock_stale_after_hours: float = Field(12.0, gt=0)
+
+
 class PrivacySettings(_Section):
     expose_numbers: bool = False
     masked_digits: int = Field(3, ge=0, le=15)
@@ -109,6 +115,7 @@ class Config(_Section):
     validation: ValidationSettings = ValidationSettings()
     assurance: AssuranceSettings = AssuranceSettings()
     privacy: PrivacySettings = PrivacySettings()
+    runs: RunSettings = RunSettings()
 
     def table_path(self, layer: str, table: str) -> str:
         return f"{self.paths.warehouse.rstrip('/')}/{layer}/{table}"

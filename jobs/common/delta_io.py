@@ -7,6 +7,8 @@ from typing import Callable, Iterable, TypeVar
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from jobs.common.failpoints import kill_at, table_point
+
 T = TypeVar("T")
 _RETRYABLE = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
               "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
@@ -59,17 +61,19 @@ def read_version(spark: SparkSession, path: str, schema: StructType, version: in
     return read_table(spark, path, schema, version)
 
 
-def _ensure(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
+def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
     if not table_exists(spark, path):
         writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
-        writer.save(path)
+        # two first runs may create the table at once: the loser's retry finds it and does nothing
+        with_conflict_retry(lambda: writer.save(path))
 
 
 def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterable[str] = ()) -> None:
     """Atomically replace the rows matching `predicate` with `df` (one commit): reruns are idempotent."""
-    _ensure(df.sparkSession, path, df.schema, partition_by)
+    ensure_table(df.sparkSession, path, df.schema, partition_by)
+    kill_at(table_point(path))
     with_conflict_retry(lambda: df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path))
 
 
@@ -79,7 +83,7 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
-    _ensure(spark, path, df.schema, partition_by)
+    ensure_table(spark, path, df.schema, partition_by)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 
     def _run() -> None:
@@ -88,6 +92,7 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
             builder = builder.whenMatchedUpdateAll()
         builder.whenNotMatchedInsertAll().execute()
 
+    kill_at(table_point(path))
     with_conflict_retry(_run)
 
 
