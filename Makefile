@@ -10,7 +10,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup venv jars airflow-db demo test airflow bench bench-tariff clean
+.PHONY: setup venv jars airflow-db demo test airflow bench bench-tariff bench-cluster cluster-up cluster-down clean
 
 setup: venv jars airflow-db
 
@@ -44,6 +44,16 @@ bench: setup
 
 bench-tariff: setup
 	$(BIN)/python benchmarks/tariff_scale.py
+
+CLUSTER_MASTER ?= spark://127.0.0.1:7077
+cluster-up: setup
+	$(BIN)/python benchmarks/standalone_cluster.py up
+
+cluster-down:
+	$(BIN)/python benchmarks/standalone_cluster.py down
+
+bench-cluster: setup
+	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS) --master $(CLUSTER_MASTER) --out build/bench-cluster
 
 clean:
 	rm -rf warehouse landing reference demo-data .airflow

@@ -158,7 +158,11 @@ def run_size(n: int, master: str, work: Path) -> dict:
     prefixes = write_tariff(data / "rules")
     conf = load_config(overrides={
         "spark.master": master, "spark.shuffle_partitions": 8, "spark.driver_memory": "6g",
-        "spark.extra_conf": {"spark.ui.enabled": "true", "spark.ui.port": str(UI_PORT)},
+        "spark.extra_conf": {"spark.ui.enabled": "true", "spark.ui.port": str(UI_PORT),
+                             # a cluster's Python workers (loopback standalone: this interpreter)
+                             **({} if master.startswith("local") else
+                                {"spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+                                 "spark.executor.memory": "5g"})},
         "paths.warehouse": str(data / "warehouse"), "paths.landing": str(data / "landing"),
         "paths.reference": str(data / "reference"), "paths.rules": str(data / "rules"),
         "paths.reports": str(data / "reports"),

@@ -50,13 +50,35 @@ def build_spark(conf: Config, app_name: str | None = None):
             .config("spark.ui.enabled", "false" if conf.spark.master.startswith("local") else "true")
             .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
         )
-        if conf.spark.master.startswith("local"):
-            # workers must run this interpreter (its packages), not whatever python3 is on PATH
-            # (PySpark reads PYSPARK_PYTHON when the context starts; the conf key only reaches spark-submit)
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            builder = builder.config("spark.pyspark.python", sys.executable)
+        # Python workers must run an interpreter with the pinned packages, not whatever python3 is
+        # on PATH: this one in local mode, the configured one on a cluster. (PySpark reads
+        # PYSPARK_PYTHON when the context starts; the conf key alone only reaches spark-submit.)
+        python = conf.spark.extra_conf.get("spark.pyspark.python") or (
+            sys.executable if conf.spark.master.startswith("local") else None)
+        if python:
+            os.environ.setdefault("PYSPARK_PYTHON", python)
+            builder = builder.config("spark.pyspark.python", python)
     for key, value in session_settings(conf).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if not spark.sparkContext.master.startswith("local"):
+        ship_project_code(spark)
     return spark
+
+
+def ship_project_code(spark) -> None:
+    """Executors on a cluster import jobs/ and schemas/ (file inspection runs there): the driver
+    sends its own copy, so a cluster needs only Python with the pinned packages, never a deploy."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    archive = Path(tempfile.mkdtemp(prefix="cdr-billing-code-")) / "cdr_billing_code.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for package in ("jobs", "schemas"):
+            for source in (root / package).rglob("*"):
+                if source.is_file() and "__pycache__" not in source.parts:
+                    bundle.write(source, source.relative_to(root).as_posix())
+    spark.sparkContext.addPyFile(str(archive))
