@@ -1,6 +1,7 @@
 """Property: the Spark rating algebra agrees with a plain-Python reference rater that walks the
 increments one by one in exact rational arithmetic (rating.md, "What it costs"), for calls across
-time bands, rate groups, midnight, weekends and both DST changes in the operator's zone."""
+time bands, rate groups, midnight, weekends and both DST changes in the operator's zone: first on
+a fixed plan, then on random tariffs (rates, groups, increments, bands, weights, rounding)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -8,7 +9,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, 
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.test_rating import rate, write_plan
@@ -76,3 +77,89 @@ def test_spark_rating_equals_the_reference_rater(spark, tmp_path_factory, batch)
         reason, rounded, exact, _ = got[i]
         assert reason is None
         assert rounded == reference_cost(start, usage), (start, usage, exact)
+
+
+# ---------------------------------------------------------------- random tariffs
+
+def _money(places: int, high: int):
+    return st.integers(0, high).map(lambda n: Decimal(n).scaleb(-places))
+
+
+rate_groups = st.lists(st.tuples(_money(2, 50), _money(4, 2000), st.sampled_from([1, 60]), st.sampled_from([1, 6, 30, 60])),
+                       min_size=1, max_size=3)
+timings = st.lists(st.tuples(st.sets(st.integers(1, 7), min_size=1, max_size=7), st.integers(0, 23), st.sampled_from([0, 30])),
+                   min_size=0, max_size=3)
+
+
+@st.composite
+def random_tariff(draw):
+    """Two rates (1-3 groups each), their destination rates with random rounding, a base timing
+    plus up to three weekday/time bands, plan rows with random weights."""
+    rates = {}
+    for tag in ("RT_A", "RT_B"):
+        groups = draw(rate_groups)
+        starts = sorted(draw(st.sets(st.sampled_from([60, 120, 300, 600]), min_size=len(groups) - 1, max_size=len(groups) - 1)))
+        rates[tag] = [(fee, rate, unit, inc, start) for (fee, rate, unit, inc), start in zip(groups, [0] + starts)]
+    drs = {"DR_A": ("RT_A", draw(st.sampled_from(list(ROUNDING))), draw(st.integers(2, 4))),
+           "DR_B": ("RT_B", draw(st.sampled_from(list(ROUNDING))), draw(st.integers(2, 4)))}
+    bands = [("T_BASE", frozenset(range(1, 8)), 0)] + [
+        (f"T_{i}", frozenset(days), hour * 3600 + minute * 60) for i, (days, hour, minute) in enumerate(draw(timings))]
+    rows = [(draw(st.sampled_from(list(drs))), tag, draw(st.integers(1, 4)) * 10) for tag, _, _ in bands]
+    return rates, drs, bands, rows
+
+
+def write_random_plan(folder, tariff):
+    rates, drs, bands, rows = tariff
+    return write_plan(
+        folder, Destinations=["DST_DE,49"],
+        Rates=[f"{tag},{fee},{rate},{unit}s,{inc}s,{start}s" for tag, groups in rates.items()
+               for fee, rate, unit, inc, start in groups],
+        DestinationRates=[f"{dr},DST_DE,{tag},{method},{decimals},0," for dr, (tag, method, decimals) in drs.items()],
+        Timings=[f"{tag},*any,*any,*any,{';'.join(map(str, sorted(days)))},{t // 3600:02d}:{t % 3600 // 60:02d}:00"
+                 for tag, days, t in bands],
+        RatingPlans=[f"RP,{dr},{tag},{weight}" for dr, tag, weight in rows],
+        RatingProfiles=["cgrates.org,call,S,,RP,"])
+
+
+def reference_cost_for(tariff, start_utc: datetime, usage: int) -> Decimal:
+    """rating.md read literally: increment by increment, the row in force at each increment's start."""
+    rates, drs, bands, rows = tariff
+    band_of = {tag: (days, t) for tag, days, t in bands}
+    if usage == 0:
+        return Decimal(0)
+    total, consumed, used = Fraction(0), 0, []
+    while consumed < usage:
+        local = (start_utc + timedelta(seconds=consumed)).replace(tzinfo=timezone.utc).astimezone(TZ)
+        tod = local.hour * 3600 + local.minute * 60 + local.second
+        active = [(weight, band_of[tag][1], -order, dr) for order, (dr, tag, weight) in enumerate(rows)
+                  if local.isoweekday() in band_of[tag][0] and band_of[tag][1] <= tod]
+        dr = max(active)[3]
+        if dr not in used:
+            used.append(dr)
+        fee, rate_value, unit, increment, _ = max((g for g in rates[drs[dr][0]] if g[4] <= consumed), key=lambda g: g[4])
+        if consumed == 0:
+            total += Fraction(fee)
+        total += Fraction(increment, unit) * Fraction(rate_value)
+        consumed += increment
+    method, decimals = max((drs[d][1:] for d in used), key=lambda m: m[1])   # first on a tie
+    twelve = (Decimal(total.numerator) / Decimal(total.denominator)).quantize(Decimal("1e-12"), ROUND_HALF_EVEN)
+    return twelve.quantize(Decimal(1).scaleb(-decimals), ROUNDING[method])
+
+
+WINDOW = [datetime(2026, 10, 22, 0, 0) + timedelta(hours=h) for h in range(0, 14 * 24, 5)]   # spans the DST change
+
+
+# no shrinking: each step is a Spark job, and the message already shows the tariff and the calls
+@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tariff=random_tariff(),
+       batch=st.lists(st.tuples(st.sampled_from(WINDOW), st.integers(0, 5 * 3600), st.integers(0, 5400)),
+                      min_size=200, max_size=400))
+def test_spark_rating_equals_the_reference_rater_on_random_tariffs(spark, tmp_path_factory, tariff, batch):
+    """Ten random tariffs, 200-400 random calls each: thousands of (tariff, call) pairs."""
+    folder = write_random_plan(tmp_path_factory.mktemp("random-plan"), tariff)
+    events = [(anchor + timedelta(seconds=offset), usage) for anchor, offset, usage in batch]
+    got = rate(spark, folder, [("call", "S", "4930123", start, usage) for start, usage in events])
+    wrong = [(start, usage, got[i][1], reference_cost_for(tariff, start, usage)) for i, (start, usage) in enumerate(events)
+             if got[i][0] is not None or got[i][1] != reference_cost_for(tariff, start, usage)]
+    assert not wrong, (tariff, wrong[:5])
