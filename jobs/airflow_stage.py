@@ -39,7 +39,9 @@ def spark_stage(task_id: str, args: list[str], doc_md: str, **operator_args):
               "spark.pyspark.driver.python": sys.executable},
         driver_memory=conf.spark.driver_memory,
         name=f"cdr-billing-{task_id}",
-        env_vars={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(PROJECT_ROOT)},
+        env_vars={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(PROJECT_ROOT),
+                  # rendered at run time, never at parse time; empty (unset) keeps the configured key
+                  "CDR_BILLING__PRIVACY__HASH_KEY": "{{ var.value.get('cdr_billing_secret_hash_key', '') }}"},
         doc_md=doc_md,
         **operator_args,
     )

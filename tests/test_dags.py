@@ -19,6 +19,8 @@ def test_dagbag_imports_without_errors():
         for task in dag.tasks:
             assert task.doc_md, f"{dag.dag_id}.{task.task_id} has no doc_md"
             assert task.retries >= 1 and task.execution_timeout
+            if task.task_type == "SparkSubmitOperator":      # the secret comes from a masked Variable at run time
+                assert "var.value.get('cdr_billing_secret_hash_key'" in task.env_vars["CDR_BILLING__PRIVACY__HASH_KEY"]
 
 
 def test_dag_files_import_fast_and_without_spark_or_gx():

@@ -132,11 +132,18 @@ def _set_nested(target: dict, dotted: list[str], value: Any) -> None:
     target[dotted[-1]] = value
 
 
+# Set from a secret store in production: Airflow passes the Variable `cdr_billing_secret_hash_key`
+# (masked in task logs: its name says secret) as CDR_BILLING__PRIVACY__HASH_KEY.
+SECRET_KEYS = {"privacy.hash_key"}
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict:
     overrides: dict = {}
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX):
             dotted = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+            if value == "" and ".".join(dotted) in SECRET_KEYS:
+                continue                    # an unset secret (empty Airflow Variable) keeps the file's value
             parsed = yaml.safe_load(value) if value != "" else ""
             # YAML would turn "0049" into 49: keep strings for string-typed values.
             _set_nested(overrides, dotted, value if isinstance(parsed, int) and value.startswith("0") else parsed)
