@@ -150,13 +150,13 @@ WINDOW = [datetime(2026, 10, 22, 0, 0) + timedelta(hours=h) for h in range(0, 14
 
 
 # no shrinking: each step is a Spark job, and the message already shows the tariff and the calls
-@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=6, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tariff=random_tariff(),
        batch=st.lists(st.tuples(st.sampled_from(WINDOW), st.integers(0, 5 * 3600), st.integers(0, 5400)),
-                      min_size=200, max_size=400))
+                      min_size=400, max_size=700))
 def test_spark_rating_equals_the_reference_rater_on_random_tariffs(spark, tmp_path_factory, tariff, batch):
-    """Ten random tariffs, 200-400 random calls each: thousands of (tariff, call) pairs."""
+    """Six random tariffs, 400-700 random calls each: thousands of (tariff, call) pairs."""
     folder = write_random_plan(tmp_path_factory.mktemp("random-plan"), tariff)
     events = [(anchor + timedelta(seconds=offset), usage) for anchor, offset, usage in batch]
     got = rate(spark, folder, [("call", "S", "4930123", start, usage) for start, usage in events])

@@ -84,6 +84,7 @@ def _in_process(monkeypatch, conf, *args: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_driver_killed_during_the_rating_merge_and_the_bill_run_loses_and_doubles_nothing(
         spark, world, monkeypatch, capfd):
     conf = world["conf"].with_paths(warehouse=str(world["root"] / "crashed"))
@@ -125,6 +126,7 @@ def _subscriber_numbers(root: Path) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_two_runs_of_the_same_day_at_once_give_the_tables_of_one_run(spark, world, monkeypatch, capsys):
     """Two `run-day` commands for one date started together (threads of one driver here, so
     that the race is tight; the lock is the same one separate processes meet)."""
@@ -239,6 +241,7 @@ def standalone(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_daily_run_and_a_bill_run_on_a_standalone_cluster(spark, world, standalone):
     import json
     import urllib.request
