@@ -36,30 +36,11 @@ def plan(folder):
         RatingProfiles=["cgrates.org,call,S,,RP,"])
 
 
-def band(at_utc: datetime) -> str:
-    local = at_utc.replace(tzinfo=timezone.utc).astimezone(TZ)
-    if local.isoweekday() <= 5 and 8 <= local.hour < 18:
-        return "DR_PEAK"
-    return "DR_OFF"
-
-
-def reference_cost(start_utc: datetime, usage: int) -> Decimal:
-    if usage == 0:
-        return Decimal(0)
-    total, consumed, used = Fraction(0), 0, []
-    while consumed < usage:
-        dr = band(start_utc + timedelta(seconds=consumed))
-        if dr not in used:
-            used.append(dr)
-        groups = RATES[DESTINATION_RATES[dr][0]]
-        fee, rate_value, unit, increment, _ = max((g for g in groups if g[4] <= consumed), key=lambda g: g[4])
-        if consumed == 0:
-            total += Fraction(fee)
-        total += Fraction(increment, unit) * Fraction(rate_value)
-        consumed += increment
-    method, decimals = max((DESTINATION_RATES[d][1:] for d in used), key=lambda m: m[1])   # first on a tie
-    twelve = (Decimal(total.numerator) / Decimal(total.denominator)).quantize(Decimal("1e-12"), ROUND_HALF_EVEN)
-    return twelve.quantize(Decimal(1).scaleb(-decimals), ROUNDING[method])
+# the same plan as data for the reference rater: bands (tag, ISO weekdays, Time) and rows (DR, band, weight)
+FIXED_PLAN = (RATES, DESTINATION_RATES,
+              [("T_OFF", frozenset(range(1, 8)), 0), ("T_PEAK", frozenset(range(1, 6)), 8 * 3600),
+               ("T_EVE", frozenset(range(1, 6)), 18 * 3600)],
+              [("DR_OFF", "T_OFF", 10), ("DR_PEAK", "T_PEAK", 20), ("DR_OFF", "T_EVE", 30)])
 
 
 ANCHORS = [datetime(2026, 3, 29, 0, 30), datetime(2026, 10, 25, 0, 30), datetime(2026, 11, 5, 6, 50),
@@ -76,7 +57,7 @@ def test_spark_rating_equals_the_reference_rater(spark, tmp_path_factory, batch)
     for i, (start, usage) in enumerate(events):
         reason, rounded, exact, _ = got[i]
         assert reason is None
-        assert rounded == reference_cost(start, usage), (start, usage, exact)
+        assert rounded == reference_cost_for(FIXED_PLAN, start, usage), (start, usage, exact)
 
 
 # ---------------------------------------------------------------- random tariffs
