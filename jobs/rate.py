@@ -15,14 +15,15 @@ from pyspark.sql import functions as F
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import merge, read_table, update_matched
-from jobs.common.quarantine import quarantine_id, to_quarantine
+from jobs.common.delta_io import merge, read_table
+from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.rating import CompiledTariff, rate_events
 from jobs.tariff import Tariff, load_tariff
 from schemas import reason_codes as R
 from schemas.tables import ADJUSTMENTS, COST, EVENTS, INVOICE_LINE_EVENTS, INVOICES, QUARANTINE, RATED_EVENTS
 
 STAGE = "rate"
+QUARANTINE_KEY = ["event_id"]          # one rating-quarantine row per event
 LOOKBACK_DAYS = 62
 
 
@@ -59,7 +60,7 @@ def to_rated_rows(priced: DataFrame, conf: Config, tariff_version: str, run_id: 
 
 def to_quarantine_rows(priced: DataFrame, run_id: str, logical_date: date | None, now: datetime) -> DataFrame:
     return to_quarantine(
-        priced.where(F.col("rating_reason").isNotNull()), stage=STAGE, quarantine_key=["event_id"],
+        priced.where(F.col("rating_reason").isNotNull()), stage=STAGE, quarantine_key=QUARANTINE_KEY,
         source_file=F.element_at("source_files", 1), line_number=F.lit(None), record_key=F.col("event_id"),
         raw_record=F.lit(None), event_json=F.to_json(F.struct(*[F.col(c) for c in EVENTS.fieldNames()])),
         reason_code=F.col("rating_reason"), reason_detail=F.col("rating_detail"), run_id=run_id,
@@ -135,16 +136,13 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         events = suspended.select(F.from_json("event_json", EVENTS).alias("e")).select("e.*")
         priced = price(events, compiled, conf).localCheckpoint(eager=True)
         write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
-        # one status update: recycled where it now rates, the latest reason where it still does not
-        attempt = priced.select(
-            quarantine_id(STAGE, "event_id").alias("quarantine_id"),
-            F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
-            F.col("rating_reason").alias("reason_code"), F.lit(now).alias("attempted_at"))
         retried = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
         if retried:
-            update_matched(attempt, qpath, ["quarantine_id"], {
-                "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
-                "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
+            record_attempts(priced.select(
+                quarantine_id(STAGE, *QUARANTINE_KEY).alias("quarantine_id"),
+                F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
+                F.col("rating_reason").alias("reason_code"), F.col("rating_detail").alias("reason_detail"),
+                F.lit(now).alias("attempted_at")), qpath)
         since = datetime.now(timezone.utc).date() - timedelta(days=LOOKBACK_DAYS)
         fresh = rate_and_write(unrated_events(spark, conf, since), compiled, tariff.version, conf, record.run_id, None, now)
         record.details.update({"tariff_version": tariff.version, "retried": sum(retried.values()),

@@ -19,7 +19,7 @@ from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table, table_exists, update_matched
 from jobs.common.expressions import local_date, lookup
-from jobs.common.quarantine import quarantine_id, to_quarantine
+from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
 from schemas import reason_codes as R
@@ -185,11 +185,16 @@ def assemble(parts: DataFrame, conf: Config, run_id: str) -> DataFrame:
         "currency", "tax_region", "msc_outgoing_tkgp", "apn", "serving_plmn", F.lit(run_id).alias("run_id"))
 
 
+def _record_quarantine_key() -> list:
+    """A record's quarantine row is keyed by where it came from: one row per line, whatever the reason."""
+    return ["record_type", "source_file", F.col("line_number").cast("string")]
+
+
 def quarantine_rows(records: DataFrame, reason_code: Column, reason_detail: Column, run_id: str,
                     logical_date: date, now: datetime) -> DataFrame:
     line = F.col("line_number").cast("string")
     return to_quarantine(
-        records, stage=STAGE, quarantine_key=["record_type", "source_file", line], source_file=F.col("source_file"),
+        records, stage=STAGE, quarantine_key=_record_quarantine_key(), source_file=F.col("source_file"),
         line_number=F.col("line_number"), record_key=F.coalesce(F.col("record_key"), F.concat_ws("#", "source_file", line)),
         raw_record=F.col("raw_record"), event_json=F.lit(None), reason_code=reason_code, reason_detail=reason_detail,
         run_id=run_id, logical_date=logical_date, now=now)
@@ -403,14 +408,10 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
               partition_by=["event_date"])
         if part_status:
             write_partials(judged, partials_path)
-        attempt = checked.select(
-            quarantine_id(STAGE, "record_type", "source_file", F.col("line_number").cast("string")).alias("quarantine_id"),
+        record_attempts(checked.select(
+            quarantine_id(STAGE, *_record_quarantine_key()).alias("quarantine_id"),
             F.when(passing, F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"), "reason_code",
-            "reason_detail", F.lit(now).alias("attempted_at"))
-        update_matched(attempt, silver("quarantine"), ["quarantine_id"], {
-            "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
-            "reason_detail": "coalesce(s.reason_detail, t.reason_detail)",
-            "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
+            "reason_detail", F.lit(now).alias("attempted_at")), silver("quarantine"))
         outcome = {r.ok: r["count"] for r in checked.groupBy(passing.alias("ok")).count().collect()}
         record.records_in = sum(outcome.values())
         record.quarantined = outcome.get(False, 0)

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.common.delta_io import update_matched
 from schemas import reason_codes as R
 
 
@@ -26,3 +27,13 @@ def to_quarantine(records: DataFrame, *, stage: str, quarantine_key: list[Column
         F.lit(now).alias("first_seen_at"), F.lit(now).alias("last_attempt_at"), F.lit(1).alias("attempts"),
         F.lit(R.SUSPENDED).alias("status"), F.lit(run_id).alias("run_id"),
         F.lit(logical_date).cast("date").alias("logical_date"))
+
+
+def record_attempts(attempts: DataFrame, path: str) -> None:
+    """One more retry on quarantine rows: `attempts` has quarantine_id, status (`recycled` where the
+    record now passes), reason_code and reason_detail (null where it passes) and attempted_at.
+    A row that still fails keeps the latest reason; one that passes keeps the reason it had."""
+    update_matched(attempts, path, ["quarantine_id"], {
+        "status": "s.status", "reason_code": "coalesce(s.reason_code, t.reason_code)",
+        "reason_detail": "coalesce(s.reason_detail, t.reason_detail)",
+        "last_attempt_at": "s.attempted_at", "attempts": "t.attempts + 1"})
