@@ -88,7 +88,9 @@ def write_rated(rated: DataFrame, conf: Config, update: bool = False) -> None:
 def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
     """Events from `since` on that are neither rated nor waiting in rating quarantine for `recycle`."""
     events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(F.col("event_date") >= F.lit(since))
-    rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).select("event_id")
+    # an event's rated row carries its event_date: read only the partitions the lookback covers
+    rated = (read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS)
+             .where(F.col("event_date") >= F.lit(since)).select("event_id"))
     waiting = (read_table(spark, conf.table_path("silver", "quarantine"), QUARANTINE)
                .where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED)).select(F.col("record_key").alias("event_id")))
     return events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
