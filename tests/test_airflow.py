@@ -2,6 +2,7 @@
 cdr_daily triggered through the REST API, and its page looked at in headless Chromium."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def _snapshot(warehouse: Path, table: str) -> list:
     from deltalake import DeltaTable
 
     frame = DeltaTable(str(warehouse / table)).to_pandas()
-    volatile = [c for c in ("run_id", "rated_at", "first_seen_at", "last_attempt_at") if c in frame.columns]
+    volatile = [c for c in ("run_id", "rated_at", "first_seen_at", "last_attempt_at", "ingested_at") if c in frame.columns]
     frame = frame.drop(columns=volatile)
     return sorted(map(repr, frame.to_dict("records")))
 
@@ -100,18 +101,26 @@ def _wait(what: str, check, timeout_s: float, every_s: float = 3.0):
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-@pytest.fixture
-def standalone(airflow_world, tmp_path):
-    """`airflow standalone` on a loopback port with its own home (authentication on, SQLite)."""
-    _, env = airflow_world
-    home = tmp_path / "airflow_home"                # a fresh metadata DB: standalone migrates it (seconds)
-    home.mkdir()
+def _fail_scheduled_runs(base: str, token: str, keep) -> None:
+    """Unpausing cdr_daily also schedules the latest interval, whose sensor waits hours for files
+    nobody will drop here: fail such runs so they hold no slot."""
+    for run in _call(base, "GET", "/api/v2/dags/cdr_daily/dagRuns?limit=100", token)["dag_runs"]:
+        if not keep(run) and run["state"] in ("queued", "running"):
+            _call(base, "PATCH", f"/api/v2/dags/cdr_daily/dagRuns/{run['dag_run_id']}", token, {"state": "failed"})
+
+
+@contextlib.contextmanager
+def _standalone(env: dict[str, str], home: Path):
+    """`airflow standalone` on a loopback port with its own home (authentication on, SQLite):
+    yields (base URL, user, password, log path, environment)."""
+    home.mkdir()                                    # a fresh metadata DB: standalone migrates it (seconds)
     port = _free_port()
     env = {**env, "AIRFLOW_HOME": str(home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
-    log = (tmp_path / "standalone.log").open("w")
+    log_path = home.parent / "standalone.log"
+    log = log_path.open("w")
     process = subprocess.Popen([shutil.which("airflow", path=env["PATH"]) or "airflow", "standalone"], env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -119,7 +128,7 @@ def standalone(airflow_world, tmp_path):
         _wait("the API server", lambda: _call(base, "GET", "/api/v2/monitor/health"), 240)
         passwords = home / "simple_auth_manager_passwords.json.generated"
         credentials = _wait("the generated admin password", lambda: passwords.exists() and json.loads(passwords.read_text()), 60)
-        yield base, *next(iter(credentials.items())), tmp_path / "standalone.log"
+        yield base, *next(iter(credentials.items())), log_path, env
     finally:
         os.killpg(process.pid, 15)
         try:
@@ -127,6 +136,12 @@ def standalone(airflow_world, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
         log.close()
+
+
+@pytest.fixture
+def standalone(airflow_world, tmp_path):
+    with _standalone(airflow_world[1], tmp_path / "airflow_home") as running:
+        yield running[:4]
 
 
 def test_cdr_daily_triggered_through_the_rest_api_and_seen_in_chromium(airflow_world, standalone, tmp_path):
@@ -143,10 +158,7 @@ def test_cdr_daily_triggered_through_the_rest_api_and_seen_in_chromium(airflow_w
     _call(base, "PATCH", "/api/v2/dags/cdr_daily", token, {"is_paused": False})
 
     def finished():
-        # unpausing also schedules today's interval, whose sensor would hold the one active-run slot
-        for other in _call(base, "GET", "/api/v2/dags/cdr_daily/dagRuns", token)["dag_runs"]:
-            if other["dag_run_id"] != ours and other["state"] in ("queued", "running"):
-                _call(base, "PATCH", f"/api/v2/dags/cdr_daily/dagRuns/{other['dag_run_id']}", token, {"state": "failed"})
+        _fail_scheduled_runs(base, token, keep=lambda run: run["dag_run_id"] == ours)
         state = _call(base, "GET", f"/api/v2/dags/cdr_daily/dagRuns/{ours}", token)["state"]
         assert state != "failed", f"cdr_daily failed; see {log}"
         return state == "success"
@@ -179,3 +191,64 @@ def test_cdr_daily_triggered_through_the_rest_api_and_seen_in_chromium(airflow_w
     keep = PROJECT_ROOT / "build" / "screenshots"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, keep / "cdr_daily_run.png")
+
+
+# The suite backfills two days (each day is five spark-submits, ~4 min here); the week the issue
+# asks for is the same test with CDR_BILLING_BACKFILL_DAYS=7 (README, "Backfills").
+BACKFILL_DAYS = [date(2026, 11, 9) + timedelta(days=offset)
+                 for offset in range(int(os.environ.get("CDR_BILLING_BACKFILL_DAYS", "2")))]
+COMPARED = ["bronze/file_manifest", "silver/events", "silver/duplicates", "silver/quarantine", "silver/partial_records",
+            "gold/rated_events", "gold/usage_assurance"]
+
+
+@pytest.mark.timeout(600 + 900 * len(BACKFILL_DAYS))
+def test_days_backfilled_by_airflow_equal_the_days_run_one_by_one(spark, base_conf, tmp_path):
+    """`airflow backfill create` over several days (the scheduler running the real DAG, one run at a time:
+    a day's duplicates and late records are judged against the days before it) leaves the same
+    tables as running the days one after the other."""
+    out = tmp_path / "days"
+    generate(GeneratorSettings(out=out, seed=17, subscribers=20, start=BACKFILL_DAYS[0], days=len(BACKFILL_DAYS), events_per_day=40))
+    shutil.rmtree(out / "landing" / "traffic")
+    env = airflow_env(base_conf, out)
+    env.update({"CDR_BILLING__ASSURANCE__LEAKAGE_BUDGET_PCT": "100", "CDR_BILLING__VALIDATION__MOSTLY": "0.8",
+                "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2",
+                "CDR_BILLING__PATHS__WAREHOUSE": str(out / "backfilled")})
+
+    from jobs import assure, collect, publish, rate, validate
+
+    one_by_one = base_conf.with_paths(warehouse=str(out / "one_by_one"), landing=str(out / "landing"),
+                                      reference=str(out / "reference"), reports=str(out / "reports_one_by_one"))
+    one_by_one = one_by_one.model_copy(update={
+        "validation": one_by_one.validation.model_copy(update={"mostly": 0.8}),
+        "assurance": one_by_one.assurance.model_copy(update={"leakage_budget_pct": 100.0})})
+    for day in BACKFILL_DAYS:
+        for stage in (collect, validate, rate, assure, publish):
+            stage.run(spark, one_by_one, day)
+
+    with _standalone(env, tmp_path / "airflow_home") as (base, user, password, log, airflow):
+        token = _call(base, "POST", "/auth/token", body={"username": user, "password": password})["access_token"]
+        _wait("the DAG to be parsed", lambda: _call(base, "GET", "/api/v2/dags/cdr_daily", token), 180)
+        # one run at a time, oldest first: the backfill's own limit, independent of the DAG's
+        created = subprocess.run(
+            [shutil.which("airflow", path=airflow["PATH"]) or "airflow", "backfill", "create", "--dag-id", "cdr_daily",
+             "--from-date", BACKFILL_DAYS[0].isoformat(), "--to-date", BACKFILL_DAYS[-1].isoformat(), "--max-active-runs", "1"],
+            env=airflow, capture_output=True, text=True, timeout=300)
+        assert created.returncode == 0, created.stdout + created.stderr
+        # Airflow 3.3 leaves a paused DAG's backfill runs queued
+        _call(base, "PATCH", "/api/v2/dags/cdr_daily", token, {"is_paused": False})
+
+        def backfilled():
+            _fail_scheduled_runs(base, token, keep=lambda run: run["run_type"] == "backfill")
+            runs = [r for r in _call(base, "GET", "/api/v2/dags/cdr_daily/dagRuns?limit=100", token)["dag_runs"]
+                    if r["run_type"] == "backfill"]
+            assert not [r for r in runs if r["state"] == "failed"], f"a backfill run failed; see {log}"
+            return len(runs) == len(BACKFILL_DAYS) and all(r["state"] == "success" for r in runs) and runs
+        runs = _wait("the backfill to succeed", backfilled, 600 * len(BACKFILL_DAYS), every_s=10)
+        assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in BACKFILL_DAYS]
+
+    for table in COMPARED:
+        written = [(out / warehouse / table / "_delta_log").exists() for warehouse in ("backfilled", "one_by_one")]
+        assert written[0] == written[1], table
+        if written[0]:
+            assert _snapshot(out / "backfilled", table) == _snapshot(out / "one_by_one", table), table
+    assert len(_snapshot(out / "one_by_one", "gold/rated_events")) > 0
