@@ -7,6 +7,8 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
+# the embedded SQLite metadata DB: wait for its write lock instead of failing after 5 s
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= jobs.airflow_stage.SQLITE_CONNECT_ARGS
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 

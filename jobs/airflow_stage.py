@@ -22,6 +22,12 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=2),
 }
 
+# Airflow's SQLite metadata DB (the embedded default) allows one writer at a time; the scheduler,
+# DAG processor, API server and a CLI call such as `airflow backfill create` compete for it.
+# sqlite3 gives up after 5 s ("database is locked"): wait longer instead. Set as
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=jobs.airflow_stage.SQLITE_CONNECT_ARGS (SQLite only).
+SQLITE_CONNECT_ARGS = {"timeout": 120}
+
 
 def spark_stage(task_id: str, args: list[str], doc_md: str, **operator_args):
     """A SparkSubmitOperator running one `cdr-billing` command on the spark_default connection."""

@@ -24,6 +24,8 @@ def airflow_env(conf: Config, out: Path) -> dict[str, str]:
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]",
                                                              "extra": {"spark-binary": "spark-submit"}}))
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env:          # the embedded SQLite DB
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "jobs.airflow_stage.SQLITE_CONNECT_ARGS")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["CDR_BILLING__PATHS__LANDING"] = str((out / "landing").resolve())
     env["CDR_BILLING__PATHS__REFERENCE"] = str((out / "reference").resolve())
