@@ -50,10 +50,6 @@ ROW = StructType([
     StructField("rounding_decimals", IntegerType()), StructField("max_cost", PRICE),
     StructField("max_cost_strategy", StringType()), StructField("groups", ArrayType(GROUP)),
 ])
-SEGMENTS = StructType([
-    StructField("category", StringType()), StructField("subject", StringType()), StructField("seg_from", TimestampType()),
-    StructField("seg_to", TimestampType()), StructField("chain", ArrayType(StringType())),
-])
 SUBJECT_SEGMENTS = StructType([
     StructField("seg_category", StringType()), StructField("seg_subject", StringType()),
     StructField("segments", ArrayType(StructType([
@@ -138,6 +134,11 @@ def compile_prefixes(tariff: Tariff) -> pd.DataFrame:
     return both[["rp_id", "prefix", "destination_id", "dest_rank", "tied"]].reset_index(drop=True)
 
 
+def _timing_fields(timing) -> tuple:
+    """A Timings.csv row as the leading fields of TIMING (and of ROW)."""
+    return list(timing.years), list(timing.months), list(timing.month_days), list(timing.week_days), timing.time_s
+
+
 def compile_tied_destinations(tariff: Tariff, prefixes: pd.DataFrame) -> list[tuple]:
     """(rp_id, prefix, candidates[]) for each prefix several destinations of a plan share: the
     destinations in static rank order, each with the timings of its plan rows."""
@@ -149,9 +150,7 @@ def compile_tied_destinations(tariff: Tariff, prefixes: pd.DataFrame) -> list[tu
             timing = tariff.timings[row.timing_tag]
             for dr in tariff.destination_rates[row.dr_id]:
                 if (rp_id, dr.destination_id) in wanted:
-                    timings.setdefault((rp_id, dr.destination_id), []).append(
-                        (list(timing.years), list(timing.months), list(timing.month_days), list(timing.week_days),
-                         timing.time_s))
+                    timings.setdefault((rp_id, dr.destination_id), []).append(_timing_fields(timing))
     out: dict[tuple, list] = {}
     for rp_id, prefix, destination_id in tied.sort_values("dest_rank")[["rp_id", "prefix", "destination_id"]].itertuples(index=False):
         out.setdefault((rp_id, prefix), []).append((destination_id, timings.get((rp_id, destination_id), [])))
@@ -191,8 +190,7 @@ def compile_plan_rows(tariff: Tariff) -> list[tuple]:
                            g.group_start.units, g.unit.units, g.increment.units, g.connect_fee, g.rate)
                           for g in tariff.rates[dr.rates_tag]]
                 by_dest.setdefault(dr.destination_id, []).append((
-                    list(timing.years), list(timing.months), list(timing.month_days), list(timing.week_days),
-                    timing.time_s, row.weight, -row.order, dr.dr_id, dr.rounding_method, dr.rounding_decimals,
+                    *_timing_fields(timing), row.weight, -row.order, dr.dr_id, dr.rounding_method, dr.rounding_decimals,
                     dr.max_cost, dr.max_cost_strategy, groups))
         out += [(rp_id, dest_id, rows) for dest_id, rows in by_dest.items()]
     return out
