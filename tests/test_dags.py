@@ -46,3 +46,23 @@ def test_demo_progress_bar_for_a_person_and_plain_lines_for_a_log():
     assert live.startswith("\r") and "[############------------] 3/6 tasks" in live and "rate" in live
     logged = progress("  cdr_daily 2026-11-02", 6, 6, "publish", 181, live=False)
     assert "\r" not in logged and "[########################] 6/6" in logged and logged.endswith("181s")
+
+
+def test_airflow_on_sqlite_waits_for_the_write_lock(base_conf, tmp_path, monkeypatch):
+    """The demo's/tests' Airflow (embedded SQLite) waits for the scheduler's write lock rather than
+    failing after sqlite3's 5 s ("database is locked" on `airflow backfill create`)."""
+    import importlib
+    import sqlite3
+
+    from jobs.demo import airflow_env
+
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", raising=False)
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", raising=False)
+    path = airflow_env(base_conf, tmp_path)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"]
+    module, name = path.rsplit(".", 1)
+    connect_args = getattr(importlib.import_module(module), name)
+    with sqlite3.connect(tmp_path / "airflow.db", **connect_args) as db:
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 60_000
+    # another database's driver would not understand a SQLite timeout: left alone there
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow@db/airflow")
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in airflow_env(base_conf, tmp_path)
