@@ -179,6 +179,31 @@ def test_the_run_lock_admits_one_of_two_racing_runs(spark, conf):
         pass
 
 
+def test_runs_checking_the_warehouse_together_all_pass_and_leave_nothing_behind(spark, conf):
+    """Two runs started together preflight the same warehouse at once: neither may trip over the
+    other's probe (CI once failed a run-day with chmod on the other run's .crc file)."""
+    from jobs.common.preflight import check_warehouse
+
+    Path(conf.paths.warehouse).mkdir(parents=True)
+    errors, start = [], threading.Barrier(4)
+
+    def check() -> None:
+        start.wait()
+        for _ in range(25):
+            try:
+                check_warehouse(spark, conf)
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(str(exc)[:500])
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert not list(Path(conf.paths.warehouse).iterdir())
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(spark, conf):
     import socket
     from datetime import datetime

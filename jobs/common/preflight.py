@@ -19,14 +19,15 @@ def check_rules(conf: Config) -> None:
 
 def check_warehouse(spark, conf: Config) -> None:
     """The warehouse is reachable and writable: a probe file is created and removed through the
-    same Hadoop file system Delta uses (local, HDFS, S3A, ... as the path says)."""
+    same Hadoop file system Delta uses (local, HDFS, S3A, ... as the path says). Each run removes
+    only its own probe: two runs started together each check the warehouse at the same moment."""
     jvm = spark.sparkContext._jvm
     root = conf.paths.warehouse.rstrip("/")
     try:
-        path = jvm.org.apache.hadoop.fs.Path(f"{root}/_preflight/{uuid.uuid4().hex}")
+        path = jvm.org.apache.hadoop.fs.Path(f"{root}/_preflight-{uuid.uuid4().hex}")
         fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        fs.create(path, True).close()
-        fs.delete(path.getParent(), True)
+        fs.create(path, False).close()
+        fs.delete(path, False)
     except Exception as exc:  # py4j wraps the JVM's IOException; its first line says why
         reason = str(exc).strip().splitlines()
         java = next((line for line in reason if "Exception" in line and ":" in line), reason[0] if reason else "")
