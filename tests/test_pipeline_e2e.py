@@ -157,3 +157,7 @@ def test_a_breached_expectation_fails_the_run_after_writing_what_it_found(spark,
     from jobs.data_quality import docs_dir
 
     assert (docs_dir(strict) / "index.html").is_file()
+    # counts, never samples: a sample of unexpected values would put raw numbers into the HTML
+    assert results.where("unexpected_count > 0 AND column_name IN ('served_msisdn', 'destination')").count() > 0
+    pages = [page.read_text() for page in docs_dir(strict).rglob("*.html")]
+    assert len(pages) > 1 and not [page for page in pages if "Unexpected Value" in page]
