@@ -82,7 +82,8 @@ def load_rules(spark: SparkSession, conf: Config) -> tuple[Tariff, CompiledTarif
 
 
 def write_rated(rated: DataFrame, conf: Config, update: bool = False) -> None:
-    merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"])
+    merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"],
+          prune_on="event_date")
 
 
 def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:

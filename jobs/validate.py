@@ -301,7 +301,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 F.lit(logical_date).alias("key_date")), silver("record_keys"), ["record_type", "record_key"], update=False)
         if events_out:
             merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
-                  partition_by=["event_date"])
+                  partition_by=["event_date"], prune_on="event_date")
 
         batch_part_status = {}
         if judged is not None:
@@ -405,7 +405,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
             part_status = {r.group_status: r["count"] for r in judged.where(F.col("is_new")).groupBy("group_status")
                            .count().collect()}
         merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
-              partition_by=["event_date"])
+              partition_by=["event_date"], prune_on="event_date")
         if part_status:
             write_partials(judged, partials_path)
         record_attempts(checked.select(

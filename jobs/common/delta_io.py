@@ -5,6 +5,7 @@ import time
 from typing import Callable, Iterable, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from jobs.common.failpoints import kill_at, table_point
@@ -78,13 +79,22 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterab
 
 
 def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
-          partition_by: Iterable[str] = ()) -> None:
-    """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing."""
+          partition_by: Iterable[str] = (), prune_on: str | None = None) -> None:
+    """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing.
+
+    `prune_on` names a partition column that the keys determine (an event's date, for its id): the
+    MERGE then reads only the target partitions holding the source's values of it, not the whole
+    table, which grows by a day's partition every day."""
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
     ensure_table(spark, path, df.schema, partition_by)
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    condition = F.expr(" AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
+    if prune_on is not None:
+        values = [row[0] for row in df.select(prune_on).distinct().collect()]
+        target = F.col(f"t.`{prune_on}`")
+        in_source = target.isin([v for v in values if v is not None]) | (target.isNull() if None in values else F.lit(False))
+        condition = condition & target.eqNullSafe(F.col(f"s.`{prune_on}`")) & in_source
 
     def _run() -> None:
         builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
