@@ -85,19 +85,12 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     `prune_on` names a partition column that the keys determine (an event's date, for its id): the
     MERGE then reads only the target partitions holding the source's values of it, not the whole
     table, which grows by a day's partition every day."""
-    from delta.tables import DeltaTable
-
     spark = df.sparkSession
     ensure_table(spark, path, df.schema, partition_by)
-    condition = F.expr(" AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
-    if prune_on is not None:
-        values = [row[0] for row in df.select(prune_on).distinct().collect()]
-        target = F.col(f"t.`{prune_on}`")
-        in_source = target.isin([v for v in values if v is not None]) | (target.isNull() if None in values else F.lit(False))
-        condition = condition & target.eqNullSafe(F.col(f"s.`{prune_on}`")) & in_source
+    condition = _on(df, keys, prune_on)
 
     def _run() -> None:
-        builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
+        builder = _matched(df, path, condition)
         if update:
             builder = builder.whenMatchedUpdateAll()
         builder.whenNotMatchedInsertAll().execute()
@@ -106,19 +99,30 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     with_conflict_retry(_run)
 
 
-def _matched(df: DataFrame, path: str, keys: Iterable[str]):
-    """A MERGE of `df` into the table on `keys`, to be finished with a whenMatched… clause."""
+def _on(df: DataFrame, keys: Iterable[str], prune_on: str | None = None):
+    """The MERGE condition: `keys` equal (nulls equal too), and with `prune_on` (see `merge`) the
+    target limited to the source's values of that partition column."""
+    condition = F.expr(" AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
+    if prune_on is None:
+        return condition
+    values = [row[0] for row in df.select(prune_on).distinct().collect()]
+    target = F.col(f"t.`{prune_on}`")
+    in_source = target.isin([v for v in values if v is not None]) | (target.isNull() if None in values else F.lit(False))
+    return condition & target.eqNullSafe(F.col(f"s.`{prune_on}`")) & in_source
+
+
+def _matched(df: DataFrame, path: str, condition):
+    """A MERGE of `df` into the table on `condition`, to be finished with its when… clauses."""
     from delta.tables import DeltaTable
 
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     return DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
 
 
 def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: dict[str, str]) -> None:
     """Update matched rows only (`t.` is the table, `s.` the source); unmatched source rows are ignored."""
-    with_conflict_retry(lambda: _matched(df, path, keys).whenMatchedUpdate(set=assignments).execute())
+    with_conflict_retry(lambda: _matched(df, path, _on(df, keys)).whenMatchedUpdate(set=assignments).execute())
 
 
 def delete_matched(df: DataFrame, path: str, keys: Iterable[str]) -> None:
     """Delete the table rows whose `keys` appear in `df` (one commit)."""
-    with_conflict_retry(lambda: _matched(df, path, keys).whenMatchedDelete().execute())
+    with_conflict_retry(lambda: _matched(df, path, _on(df, keys)).whenMatchedDelete().execute())
