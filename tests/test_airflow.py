@@ -20,14 +20,20 @@ def airflow_world(tmp_path_factory, base_conf):
     """Generated data for one day and the environment the DAGs and their spark-submits run in."""
     out = tmp_path_factory.mktemp("airflow_world")
     generate(GeneratorSettings(out=out, seed=11, subscribers=30, start=DAY, days=1, events_per_day=120))
+    return out, small_days_env(base_conf, out)
+
+
+# two planted leaks are most of so small a day's traffic, judged elsewhere (test_pipeline_e2e);
+# and so are its planted bad records
+SMALL_DAYS = {"CDR_BILLING__ASSURANCE__LEAKAGE_BUDGET_PCT": "100", "CDR_BILLING__VALIDATION__MOSTLY": "0.8",
+              "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2"}
+
+
+def small_days_env(base_conf, out) -> dict[str, str]:
+    """The environment the DAGs and their spark-submits run in, for generated days under `out`."""
     # orchestration is what is tested here; the counters' 72 files a day are test_pipeline_e2e's
     shutil.rmtree(out / "landing" / "traffic")
-    env = airflow_env(base_conf, out)
-    # two planted leaks are most of so small a day's traffic; judged elsewhere (test_pipeline_e2e)
-    env["CDR_BILLING__ASSURANCE__LEAKAGE_BUDGET_PCT"] = "100"
-    env["CDR_BILLING__VALIDATION__MOSTLY"] = "0.8"
-    env["CDR_BILLING__SPARK__SHUFFLE_PARTITIONS"] = "2"
-    return out, env
+    return {**airflow_env(base_conf, out), **SMALL_DAYS}
 
 
 def test_dag_test_runs_cdr_daily_then_billing_cycle(airflow_world, monkeypatch):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from jobs.common.config import PROJECT_ROOT
-from jobs.demo import airflow_env
 from jobs.generate.cdrs import GeneratorSettings, generate
+from tests.test_airflow import small_days_env
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -129,12 +129,7 @@ def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark
     late records are judged against the days before it)."""
     out = tmp_path / "days"
     generate(GeneratorSettings(out=out, seed=17, subscribers=20, start=DAYS[0], days=len(DAYS), events_per_day=40))
-    # orchestration is what is tested here; the counters' 72 files a day are test_pipeline_e2e's
-    shutil.rmtree(out / "landing" / "traffic")
-    env = airflow_env(base_conf, out)
-    # two planted leaks are most of so small a day's traffic; judged elsewhere (test_pipeline_e2e)
-    env.update({"CDR_BILLING__ASSURANCE__LEAKAGE_BUDGET_PCT": "100", "CDR_BILLING__VALIDATION__MOSTLY": "0.8",
-                "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2", "CDR_BILLING__PATHS__WAREHOUSE": str(out / "airflow")})
+    env = {**small_days_env(base_conf, out), "CDR_BILLING__PATHS__WAREHOUSE": str(out / "airflow")}
     _run_one_by_one(spark, base_conf, out)
 
     with _standalone(env, tmp_path / "airflow_home") as (base, user, password, log, airflow):
