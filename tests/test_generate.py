@@ -10,8 +10,9 @@ from jobs.generate.tariff import write_default_plan
 from schemas.landing import CDR_KINDS, SUBSCRIBER_COLUMNS
 
 
-def _generate(out):
-    return generate(GeneratorSettings(out=out, seed=7, subscribers=60, start=date(2026, 11, 2), days=2, events_per_day=300))
+def _generate(out, **settings):
+    return generate(GeneratorSettings(out=out, seed=7, subscribers=60, start=date(2026, 11, 2), days=2, events_per_day=300,
+                                      **settings))
 
 
 def _read(path):
@@ -32,11 +33,25 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 
 
 def test_files_parse_back_with_the_spec_columns(tmp_path):
-    summary = _generate(tmp_path)
+    _check_files_parse_back(tmp_path, _generate(tmp_path), files_per_day=lambda kind: 2)
+
+
+def test_a_large_day_is_rotated_into_many_files_whose_planted_faults_keep_their_lines(tmp_path):
+    """A switch closes a file every so many records: a big day is many files, not two huge ones
+    (collect reads a file in one piece), and every planted fault still points at its line."""
+    summary = _generate(tmp_path, records_per_file=25)
+    per_day = {kind.name: max(2, -(-summary["records"][kind.name] // 2 // 25)) for kind in CDR_KINDS}
+    assert per_day["voice"] > 4
+    _check_files_parse_back(tmp_path, summary, files_per_day=lambda kind: per_day[kind.name])
+
+
+def _check_files_parse_back(tmp_path, summary, files_per_day):
     bad = _read(tmp_path / "expected" / "bad_records.csv")[1:]
     for kind in CDR_KINDS:
         files = sorted((tmp_path / "landing" / kind.folder).glob("*.csv*"))
-        assert len(files) == 4, kind.name          # two files a day, two days
+        # two days; a day's records (late ones carried over) split evenly, never past the limit
+        assert abs(len(files) - 2 * files_per_day(kind)) <= 2, kind.name
+        assert sum(len(_read(p)) - kind.has_header for p in files) == summary["records"][kind.name], kind.name
         for path in files:
             rows = _read(path)
             if kind.has_header:

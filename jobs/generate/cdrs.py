@@ -45,6 +45,9 @@ class GeneratorSettings:
     events_per_day: int = 2000
     timezone: str = "Europe/Berlin"
     home_country_code: str = "49"
+    # a switch's mediation closes a file every few minutes or so many records: at least two a
+    # day per kind, more when a day's records exceed this (a 10M-event day is ~100 files)
+    records_per_file: int = 100_000
 
 
 def _stamp(rng: np.random.Generator, epoch_s: np.ndarray) -> np.ndarray:
@@ -376,8 +379,8 @@ def generate(s: GeneratorSettings) -> dict:
                 columns = [c for c in kind.columns if c != "smsc_id"] + ["smsc_id"]
             else:
                 columns = list(kind.columns)
-            halves = np.array_split(np.arange(len(today)), 2)
-            for h, rows in enumerate(halves):
+            n_files = max(2, -(-len(today) // s.records_per_file))
+            for h, rows in enumerate(np.array_split(np.arange(len(today)), n_files)):
                 part = today.iloc[rows]
                 file_name = _file_name(prefix, day, f"{h + 1:03d}", suffix)
                 path = landing / kind.folder / file_name
