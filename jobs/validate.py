@@ -18,7 +18,7 @@ from pyspark.sql.window import Window
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table, table_exists, update_matched
-from jobs.common.expressions import local_date, lookup
+from jobs.common.expressions import local_date, lookup, sql_literal
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
@@ -46,15 +46,6 @@ def run_bounds(conf: Config, logical_date: date) -> dict:
 
 def _bound(value, bounds: dict):
     return bounds[value] if isinstance(value, str) else value
-
-
-def sql_literal(value) -> str:
-    """A Python value as a Spark SQL literal (timestamps are UTC, the session's zone)."""
-    if isinstance(value, datetime):
-        return f"TIMESTAMP'{value:%Y-%m-%d %H:%M:%S.%f}'"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return repr(value)
 
 
 def rule_passes(rule: Rule, bounds: dict) -> str:

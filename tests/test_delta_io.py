@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.delta_io import merge, read_table
+from jobs.common.delta_io import append, delete_where, merge, read_table
+from jobs.common.expressions import sql_literal
 
 SCHEMA = "event_id string, event_date date, amount int"
 
@@ -37,3 +38,28 @@ def test_a_pruned_merge_matches_on_the_key_within_each_source_day(spark, tmp_pat
     assert sorted((r.event_id, int(r.amount)) for r in read_table(spark, path).collect()) == [("a", 1), ("b", 2), ("c", 3)]
     merge(spark.createDataFrame(again, SCHEMA), path, ["event_id"], partition_by=["event_date"], prune_on="event_date")
     assert sorted((r.event_id, int(r.amount)) for r in read_table(spark, path).collect()) == [("a", 9), ("b", 9), ("c", 3)]
+
+
+def test_an_append_reads_nothing_of_the_table(spark, tmp_path):
+    """Rows new by construction (a run's audit record) are appended: earlier files are not read,
+    so recording a run never waits on, rewrites or conflicts over other runs' records."""
+    path = str(tmp_path / "runs")
+    append(spark.createDataFrame([("a", date(2026, 11, 1), 1)], SCHEMA), path)
+    for parquet in Path(path).glob("*.parquet"):
+        parquet.unlink()
+    append(spark.createDataFrame([("b", date(2026, 11, 2), 2)], SCHEMA), path)
+    with pytest.raises(Exception, match="(?i)not.*found|does not exist"):
+        merge(spark.createDataFrame([("c", date(2026, 11, 3), 3)], SCHEMA), path, ["event_id"])
+
+
+def test_delete_where_removes_only_the_matching_rows(spark, tmp_path):
+    path = str(tmp_path / "locks")
+    rows = [("run-day 2026-11-02", date(2026, 11, 2), 1), ("run-day 2026-11-02", date(2026, 11, 2), 2),
+            ("it's", date(2026, 11, 3), 3)]
+    append(spark.createDataFrame(rows, SCHEMA), path)
+    delete_where(spark, path, "event_id = 'run-day 2026-11-02' AND amount = 2")
+    delete_where(spark, path, f"event_id = {sql_literal('nobody')}")
+    assert sorted(int(r.amount) for r in read_table(spark, path).collect()) == [1, 3]
+    quoted = sql_literal("it's")
+    delete_where(spark, path, f"event_id = {quoted}")
+    assert sorted(int(r.amount) for r in read_table(spark, path).collect()) == [1]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 from jobs.common.config import Config
-from jobs.common.delta_io import merge
+from jobs.common.delta_io import append
 from schemas.tables import PIPELINE_RUNS
 
 
@@ -50,7 +50,8 @@ class RunRecord:
         row = (self.run_id, self.job, self.logical_date, self.records_in, self.rated, self.quarantined,
                self.duplicates, self.pending, self.started_at.replace(tzinfo=None),
                datetime.now(timezone.utc).replace(tzinfo=None), status, json.dumps(self.details, default=str, sort_keys=True))
-        merge(spark.createDataFrame([row], PIPELINE_RUNS), conf.table_path("audit", "pipeline_runs"), ["run_id"])
+        # one row per run, saved once: its run_id is new, so nothing is there to match
+        append(spark.createDataFrame([row], PIPELINE_RUNS), conf.table_path("audit", "pipeline_runs"))
 
 
 class audited:

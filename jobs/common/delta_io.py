@@ -78,6 +78,14 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterab
     with_conflict_retry(lambda: df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path))
 
 
+def append(df: DataFrame, path: str, partition_by: Iterable[str] = ()) -> None:
+    """Add rows that are new by construction (a fresh run id): a blind append reads nothing and
+    never conflicts with other writers, where a MERGE reads the table to match keys first."""
+    ensure_table(df.sparkSession, path, df.schema, partition_by)
+    kill_at(table_point(path))
+    with_conflict_retry(lambda: df.write.format("delta").mode("append").save(path))
+
+
 def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
           partition_by: Iterable[str] = (), prune_on: str | None = None) -> None:
     """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing.
@@ -126,3 +134,10 @@ def update_matched(df: DataFrame, path: str, keys: Iterable[str], assignments: d
 def delete_matched(df: DataFrame, path: str, keys: Iterable[str]) -> None:
     """Delete the table rows whose `keys` appear in `df` (one commit)."""
     with_conflict_retry(lambda: _matched(df, path, _on(df, keys)).whenMatchedDelete().execute())
+
+
+def delete_where(spark: SparkSession, path: str, predicate: str) -> None:
+    """Delete the rows matching a SQL predicate (one commit); reads only the files that may hold them."""
+    from delta.tables import DeltaTable
+
+    with_conflict_retry(lambda: DeltaTable.forPath(spark, path).delete(predicate))

@@ -1,6 +1,7 @@
 """Small Spark column expressions several stages share."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Mapping
 
 from pyspark.sql import Column
@@ -15,3 +16,12 @@ def lookup(mapping: Mapping, key: Column) -> Column:
 def local_date(ts: Column, tz: str) -> Column:
     """The operator-zone calendar date of a UTC timestamp."""
     return F.to_date(F.from_utc_timestamp(ts, tz))
+
+
+def sql_literal(value) -> str:
+    """A Python value as a Spark SQL literal (timestamps are UTC, the session's zone)."""
+    if isinstance(value, datetime):
+        return f"TIMESTAMP'{value:%Y-%m-%d %H:%M:%S.%f}'"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)

@@ -20,7 +20,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common.config import Config
-from jobs.common.delta_io import ensure_table, delete_matched, read_table, with_conflict_retry
+from jobs.common.delta_io import delete_where, ensure_table, read_table, with_conflict_retry
+from jobs.common.expressions import sql_literal
 from schemas.tables import RUN_LOCKS
 
 
@@ -73,7 +74,7 @@ def run_lock(spark: SparkSession, conf: Config, lock_key: str) -> Iterator[str]:
     try:
         yield token
     finally:
-        delete_matched(mine, path, ["lock_key", "token"])
+        delete_where(spark, path, f"lock_key = {sql_literal(lock_key)} AND token = '{token}'")
 
 
 def _message(lock_key: str, holder) -> str:
