@@ -4,7 +4,8 @@ For each size N: generate one day of N events (the project's generator) and a ta
 50,000 destination prefixes, then in ONE warm session time session start, collect (CSV/XML ->
 bronze), validate (incl. Great Expectations), rate, assure, bill; and the floor: Spark reading
 the same CSV files with their full schema and counting. Reports events/s, events/s per core,
-end-to-end / bare-parse ratio, peak JVM and Python memory, shuffle spill (Spark's status API)
+end-to-end / bare-parse ratio, peak JVM and Python memory (RSS of this process tree, and each
+executor's peak heap from Spark's metrics), shuffle spill (Spark's status API)
 and the time spent in Delta commits. Results: JSON + PNG chart.
 
     .venv/bin/python benchmarks/pipeline.py --events 1000000 [10000000 ...] [--master local[2]] [--out build/bench]
@@ -86,6 +87,17 @@ def spill_bytes(app_id: str) -> dict:
     stages = _status(app_id, "stages")
     return {"memory": sum(s.get("memoryBytesSpilled", 0) for s in stages),
             "disk": sum(s.get("diskBytesSpilled", 0) for s in stages)}
+
+
+def executor_peaks_mb(app_id: str) -> dict:
+    """Peak JVM heap and off-heap of every executor (and of the driver), from Spark's own metrics:
+    on a cluster the executors are not this process's children, so the RSS sampler cannot see them."""
+    peaks = {}
+    for executor in _status(app_id, "allexecutors"):
+        metrics = executor.get("peakMemoryMetrics") or {}
+        peaks[executor["id"]] = {"heap": round(metrics.get("JVMHeapMemory", 0) / 2**20),
+                                 "off_heap": round(metrics.get("JVMOffHeapMemory", 0) / 2**20)}
+    return peaks
 
 
 def _seconds(stamp: str) -> float:
@@ -199,6 +211,7 @@ def run_size(n: int, master: str, work: Path) -> dict:
         mark, profile[name] = where_time_went(app_id, mark)
         print(f"{name}: {stages[name]:.1f}s  {counts[name]}", flush=True)
     spill = spill_bytes(spark.sparkContext.applicationId)
+    executor_peaks = executor_peaks_mb(spark.sparkContext.applicationId)
     spark.stop()
     sampler.running = False
     sampler.join()
@@ -213,7 +226,8 @@ def run_size(n: int, master: str, work: Path) -> dict:
         "events_per_s": round(n / pipeline_s), "events_per_s_per_core": round(n / pipeline_s / cores),
         "ratio_to_bare_parse": round(pipeline_s / bare_s, 1),
         "peak_jvm_rss_mb": round(sampler.peak_jvm / 2**20), "peak_python_rss_mb": round(sampler.peak_python / 2**20),
-        "shuffle_spill_bytes": spill, "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
+        "peak_executor_memory_mb": executor_peaks, "shuffle_spill_bytes": spill,
+        "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
         "cores": cores, "master": master,
     }
 
