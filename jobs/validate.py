@@ -113,6 +113,22 @@ def mark_duplicates(batch: DataFrame, prior_keys: DataFrame) -> DataFrame:
     )
 
 
+def read_key_window(spark: SparkSession, path: str, logical_date: date) -> DataFrame:
+    """The key index's entries a record of `logical_date` is judged against (the last 62 days)."""
+    return read_table(spark, path, RECORD_KEYS).where(
+        F.col("key_date") >= F.lit(logical_date - timedelta(days=DEDUP_WINDOW_DAYS)))
+
+
+def write_record_keys(keys: DataFrame, path: str) -> None:
+    """Index the keys first seen in a run, under the run's date.
+
+    The MERGE matches only the run's own date partition: a key within the window was marked a
+    duplicate and never gets here, so the only match possible is a rerun's. That keeps the
+    MERGE from reading the whole index (which grows by a day's records every day), and a key
+    back after the window is indexed again under its new date, so its next repeat is caught."""
+    merge(keys, path, ["record_type", "record_key"], update=False, partition_by=["key_date"], prune_on="key_date")
+
+
 def classify(marked: DataFrame) -> DataFrame:
     """outcome: quarantined | duplicate | single | part (exactly one per record)."""
     return marked.withColumn("outcome", F.when(F.col("parse_error").isNotNull(), F.lit("quarantined"))
@@ -254,9 +270,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         if typed is not None:
             subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
             checked = apply_rules(attach_subscriber(typed, F.broadcast(subscribers)), bounds)
-            prior = read_table(spark, silver("record_keys"), RECORD_KEYS).where(
-                F.col("key_date") >= F.lit(logical_date - timedelta(days=DEDUP_WINDOW_DAYS)))
-            batch = classify(mark_duplicates(checked, prior)).persist()
+            batch = classify(mark_duplicates(checked, read_key_window(spark, silver("record_keys"), logical_date))).persist()
             counts.update({r.outcome: r["count"] for r in batch.groupBy("outcome").count().collect()})
             record.details["quality"] = data_quality.validate_batches(spark, conf, batch, bounds, record.run_id, logical_date)
             reason = F.coalesce(F.when(F.col("parse_error").isNotNull(), F.lit(R.MALFORMED_ROW)), F.col("reason_code"))
@@ -287,9 +301,9 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 "record_type", "record_key", "source_file", "line_number", "first_source_file", "first_line_number",
                 F.lit(record.run_id).alias("run_id"), F.lit(logical_date).alias("logical_date")),
                 silver("duplicates"), ["record_type", "source_file", "line_number"], update=False)
-            merge(batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
+            write_record_keys(batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
                 "record_type", "record_key", "source_file", "line_number", F.lit(record.run_id).alias("run_id"),
-                F.lit(logical_date).alias("key_date")), silver("record_keys"), ["record_type", "record_key"], update=False)
+                F.lit(logical_date).alias("key_date")), silver("record_keys"))
         if events_out:
             merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
                   partition_by=["event_date"], prune_on="event_date")

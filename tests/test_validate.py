@@ -1,4 +1,4 @@
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from pyspark.sql import functions as F
@@ -7,7 +7,8 @@ from jobs.common.audit import ConservationError, RunRecord
 from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber, subscriber_periods
 from jobs.standardise import standardise_voice
-from jobs.validate import apply_rules, classify, evaluate_groups, mark_duplicates, run_bounds
+from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, evaluate_groups, mark_duplicates, read_key_window,
+                           run_bounds, write_record_keys)
 from schemas import reason_codes as R
 from schemas.landing import VOICE
 from schemas.tables import RECORD_KEYS, bronze_schema
@@ -79,6 +80,25 @@ def test_duplicates_within_a_batch_and_against_earlier_runs(spark):
     again = {r.line_number: r.outcome for r in classify(mark_duplicates(batch, own)).collect()}
     assert again[2] == "single" and again[3] == "duplicate"
 
+
+def test_a_key_back_after_the_window_is_indexed_again_so_its_next_repeat_is_a_duplicate(spark, tmp_path):
+    """A key first seen more than the window ago is new again; its repeat the day after must
+    still find it in the index (it was left out when an older entry of it matched)."""
+    path = str(tmp_path / "record_keys")
+    first = date(2026, 1, 5)
+    back = first + timedelta(days=DEDUP_WINDOW_DAYS + 8)
+
+    def index(day, source_file):
+        write_record_keys(spark.createDataFrame([("voice", "MSC01|A|1", source_file, 2, "r", day)], RECORD_KEYS), path)
+
+    index(first, "cdr/voice/first.csv")
+    assert read_key_window(spark, path, back).count() == 0          # out of the window: new again
+    index(back, "cdr/voice/back.csv")
+    index(back, "cdr/voice/back.csv")                                # the rerun of that day adds nothing
+    window = read_key_window(spark, path, back + timedelta(days=1)).collect()
+    assert [(r.source_file, r.key_date) for r in window] == [("cdr/voice/back.csv", back)]
+    stored = spark.read.format("delta").load(path)
+    assert stored.count() == 2 and stored.inputFiles() and all("key_date=" in f for f in stored.inputFiles())
 
 def _parts(spark, *parts):
     return spark.createDataFrame([("voice", "g", seq, last, datetime(2026, 11, 2, 10, 0, 0)) for seq, last in parts],
