@@ -216,4 +216,18 @@ BILLING_EXCEPTIONS = _fields(
     ("reason_detail", StringType()), ("bill_run_id", StringType()),
 )
 
+# Delta keeps per-file min/max statistics (which let a read skip files) only for the columns named
+# here; by default it gathers them for a table's first 32 columns. On the wide per-record tables
+# that was a third of their write time (1M rows, benchmark data: rated_events 6.5-7.6 s with
+# every column, 4.9 s with three). Named: what reads filter on, joins by or MERGE on, beyond the
+# partition columns. Tables not named keep Delta's default. Applies to tables created from now
+# on; an existing table keeps its own setting (ALTER TABLE ... SET TBLPROPERTIES changes it).
+STATS_COLUMNS = {
+    **{f"bronze/{table}": ("source_file", "line_number") for table in BRONZE_TABLES.values()},
+    "silver/events": ("event_id", "account_id", "event_start"),
+    "silver/record_keys": ("record_type", "record_key"),
+    "gold/rated_events": ("event_id", "account_id", "event_start", "run_id"),
+    "gold/invoice_line_events": ("event_id", "invoice_id", "account_id"),
+}
+
 USAGE_UNITS = {"voice": "s", "asterisk": "s", "sms": "msg", "data": "bytes"}

@@ -63,3 +63,31 @@ def test_delete_where_removes_only_the_matching_rows(spark, tmp_path):
     quoted = sql_literal("it's")
     delete_where(spark, path, f"event_id = {quoted}")
     assert sorted(int(r.amount) for r in read_table(spark, path).collect()) == [1]
+
+
+def test_wide_tables_keep_statistics_only_for_the_columns_reads_skip_files_by(spark, tmp_path):
+    import json
+
+    from jobs.common.delta_io import ensure_table
+    from schemas.landing import CDR_KINDS
+    from schemas.tables import (BRONZE_TABLES, EVENTS, INVOICE_LINE_EVENTS, RATED_EVENTS, RECORD_KEYS, STATS_COLUMNS,
+                                TRAFFIC_MEASUREMENTS, bronze_schema)
+
+    schemas = {**{f"bronze/{BRONZE_TABLES[k.name]}": bronze_schema(k) for k in CDR_KINDS},
+               "bronze/traffic_measurements": TRAFFIC_MEASUREMENTS, "silver/events": EVENTS,
+               "silver/record_keys": RECORD_KEYS, "gold/rated_events": RATED_EVENTS,
+               "gold/invoice_line_events": INVOICE_LINE_EVENTS}
+    assert set(schemas) == set(STATS_COLUMNS)
+    for table, schema in schemas.items():
+        path = str(tmp_path / table)
+        ensure_table(spark, path, schema)
+        append(spark.createDataFrame([tuple([None] * len(schema))], schema), path)
+        added = [json.loads(line)["add"] for log in sorted((Path(path) / "_delta_log").glob("*.json"))
+                 for line in log.read_text().splitlines() if '"add"' in line]
+        assert [sorted(json.loads(a["stats"])["nullCount"]) for a in added] == [sorted(STATS_COLUMNS[table])], table
+    # a table not named keeps Delta's default: every column
+    path = str(tmp_path / "silver" / "quarantine_like")
+    append(spark.createDataFrame([("a", 1)], "x string, y int"), path)
+    stats = [json.loads(json.loads(line)["add"]["stats"]) for log in (Path(path) / "_delta_log").glob("*.json")
+             for line in log.read_text().splitlines() if '"add"' in line]
+    assert sorted(stats[0]["nullCount"]) == ["x", "y"]

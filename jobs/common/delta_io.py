@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from jobs.common.failpoints import kill_at, table_point
+from schemas.tables import STATS_COLUMNS
 
 T = TypeVar("T")
 _RETRYABLE = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
@@ -62,9 +63,15 @@ def read_version(spark: SparkSession, path: str, schema: StructType, version: in
     return read_table(spark, path, schema, version)
 
 
+def table_properties(path: str) -> dict[str, str]:
+    """The Delta table properties a table is created with, by its `<layer>/<table>` name."""
+    stats = STATS_COLUMNS.get("/".join(path.rstrip("/").split("/")[-2:]))
+    return {"delta.dataSkippingStatsColumns": ",".join(stats)} if stats else {}
+
+
 def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
     if not table_exists(spark, path):
-        writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore")
+        writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore").options(**table_properties(path))
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         # two first runs may create the table at once: the loser's retry finds it and does nothing
