@@ -92,25 +92,35 @@ def apply_rules(typed: DataFrame, bounds: dict) -> DataFrame:
         "*", F.col("_reason.code").alias("reason_code"), F.col("_reason.detail").alias("reason_detail")).drop("_reason")
 
 
-def mark_duplicates(batch: DataFrame, prior_keys: DataFrame) -> DataFrame:
-    """Add first_source_file/first_line_number: where the key was first seen, if not this row.
+# Repeats are broadcast onto the batch up to this many; beyond it (a day re-sent under new file
+# names) they are joined the ordinary way, shuffling the batch.
+BROADCAST_REPEATS_MAX = 2_000_000
 
-    First seen = the key index (earlier runs), else the lowest (source_file, line_number) in the
-    batch. A row is never its own duplicate, so rerunning a batch marks the same rows.
-    """
+
+def find_repeats(batch: DataFrame, prior_keys: DataFrame) -> DataFrame:
+    """(source_file, line_number, first_source_file, first_line_number) of each keyed row whose key
+    was first seen elsewhere: in the key index (earlier runs), else at the lowest (source_file,
+    line_number) of the batch. A row is never its own repeat, so rerunning a batch finds the same.
+
+    Only the key columns travel through the shuffle that groups equal keys, not the batch's wide
+    rows (raw record and every typed field): at 10M records that shuffle and its sort spilt GBs."""
+    keys = ["record_type", "record_key"]
     keyed = F.col("parse_error").isNull() & F.col("record_key").isNotNull()
-    first_in_batch = Window.partitionBy("record_type", "record_key").orderBy("source_file", "line_number")
-    with_first = batch.withColumn("_first", F.when(keyed, F.first(F.struct("source_file", "line_number")).over(first_in_batch)))
-    prior = prior_keys.select("record_type", "record_key", F.struct(
-        F.col("source_file"), F.col("line_number")).alias("_prior"))
-    joined = with_first.join(prior, ["record_type", "record_key"], "left")
-    first = F.when(keyed, F.coalesce(F.col("_prior"), F.col("_first")))
-    is_self = (first.source_file == F.col("source_file")) & (first.line_number == F.col("line_number"))
-    return joined.select(
-        *batch.columns,
-        F.when(keyed & ~is_self, first.source_file).alias("first_source_file"),
-        F.when(keyed & ~is_self, first.line_number).alias("first_line_number"),
-    )
+    seen_at = batch.where(keyed).select(*keys, F.struct("source_file", "line_number").alias("_at"))
+    prior = prior_keys.select(*keys, F.struct("source_file", "line_number").alias("_prior"))
+    first = F.coalesce(F.col("_prior"), F.min("_at").over(Window.partitionBy(*keys)))
+    return (seen_at.join(prior, keys, "left").select("_at", first.alias("_first"))
+            .where(F.col("_first") != F.col("_at"))
+            .select(F.col("_at.source_file").alias("source_file"), F.col("_at.line_number").alias("line_number"),
+                    F.col("_first.source_file").alias("first_source_file"),
+                    F.col("_first.line_number").alias("first_line_number")))
+
+
+def mark_duplicates(batch: DataFrame, repeats: DataFrame, broadcast: bool = True) -> DataFrame:
+    """The batch with first_source_file/first_line_number (null unless the row is a repeat)."""
+    found = F.broadcast(repeats) if broadcast else repeats
+    return batch.join(found, ["source_file", "line_number"], "left").select(
+        *batch.columns, "first_source_file", "first_line_number")
 
 
 def read_key_window(spark: SparkSession, path: str, logical_date: date) -> DataFrame:
@@ -270,8 +280,11 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         if typed is not None:
             subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
             checked = apply_rules(attach_subscriber(typed, F.broadcast(subscribers)), bounds)
-            batch = classify(mark_duplicates(checked, read_key_window(spark, silver("record_keys"), logical_date))).persist()
+            repeats = find_repeats(checked, read_key_window(spark, silver("record_keys"), logical_date)).persist()
+            small = repeats.count() <= BROADCAST_REPEATS_MAX
+            batch = classify(mark_duplicates(checked, repeats, broadcast=small)).persist()
             counts.update({r.outcome: r["count"] for r in batch.groupBy("outcome").count().collect()})
+            repeats.unpersist()
             record.details["quality"] = data_quality.validate_batches(spark, conf, batch, bounds, record.run_id, logical_date)
             reason = F.coalesce(F.when(F.col("parse_error").isNotNull(), F.lit(R.MALFORMED_ROW)), F.col("reason_code"))
             detail = F.coalesce(F.col("parse_error"), F.col("reason_detail"))

@@ -7,8 +7,8 @@ from jobs.common.audit import ConservationError, RunRecord
 from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber, subscriber_periods
 from jobs.standardise import standardise_voice
-from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, evaluate_groups, mark_duplicates, read_key_window,
-                           run_bounds, write_record_keys)
+from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, evaluate_groups, find_repeats, mark_duplicates,
+                           read_key_window, run_bounds, write_record_keys)
 from schemas import reason_codes as R
 from schemas.landing import VOICE
 from schemas.tables import RECORD_KEYS, bronze_schema
@@ -71,13 +71,13 @@ def test_duplicates_within_a_batch_and_against_earlier_runs(spark):
     batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"},
                                         {"call_reference": "C"}))
     prior = spark.createDataFrame([("voice", "MSC01|C|1", "cdr/voice/old.csv", 9, "r0", date(2026, 11, 1))], RECORD_KEYS)
-    marked = {r.line_number: r for r in classify(mark_duplicates(batch, prior)).collect()}
+    marked = {r.line_number: r for r in classify(mark_duplicates(batch, find_repeats(batch, prior))).collect()}
     assert marked[2].outcome == "single" and marked[3].outcome == "duplicate" and marked[3].first_line_number == 2
     assert marked[4].outcome == "single"
     assert marked[5].outcome == "duplicate" and marked[5].first_source_file == "cdr/voice/old.csv"
     # rerunning a batch whose keys are already indexed (by itself) marks nothing new
     own = spark.createDataFrame([("voice", "MSC01|A|1", "cdr/voice/f.csv", 2, "r1", date(2026, 11, 2))], RECORD_KEYS)
-    again = {r.line_number: r.outcome for r in classify(mark_duplicates(batch, own)).collect()}
+    again = {r.line_number: r.outcome for r in classify(mark_duplicates(batch, find_repeats(batch, own))).collect()}
     assert again[2] == "single" and again[3] == "duplicate"
 
 
@@ -208,3 +208,31 @@ def test_recycle_releases_records_once_the_subscriber_exists(spark, conf, tmp_pa
     rated = rate.recycle(spark, conf)
     assert (rated.details["newly_rated"], rated.rated) == (3, 3)
     assert read_table(spark, conf.table_path("gold", "rated_events")).count() == 3
+
+
+def test_a_row_that_failed_to_parse_is_never_the_first_occurrence_of_a_key(spark):
+    """A garbled copy of a record earlier in the file is quarantined; the good record is billed,
+    not marked a duplicate of the garbled one."""
+    garbled = voice_bronze(spark, {"call_reference": "A"}, parse_error="MALFORMED_ROW: invalid UTF-8 bytes")
+    good = voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}).withColumn("line_number", F.col("line_number") + 1)
+    batch = checked(spark, garbled).unionByName(checked(spark, good))
+    marked = classify(mark_duplicates(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))))
+    assert sorted((r.line_number, r.outcome, r.first_line_number) for r in marked.collect()) == [
+        (2, "quarantined", None), (3, "single", None), (4, "duplicate", 3)]
+
+def test_finding_repeats_shuffles_only_key_columns_never_the_wide_rows(spark):
+    """The batch's wide rows (raw record, every typed field) are not shuffled to mark repeats: only
+    the key columns are grouped, and the repeats found are broadcast back onto the batch. With
+    broadcast off (too many repeats) the marks are the same."""
+    import re
+
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"}))
+    batch = batch.localCheckpoint()             # the plan from here on is what marking repeats adds
+    repeats = find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))
+    marked = mark_duplicates(batch, repeats)
+    plan = spark._jvm.PythonSQLUtils.explainString(marked._jdf.queryExecution(), "formatted")
+    shuffles = [node for node in re.split(r"\n(?=\(\d+\) )", plan) if re.match(r"\(\d+\) (Shuffle)?Exchange", node)]
+    assert shuffles and not [node for node in shuffles if "raw_record" in node], plan
+    outcome = lambda frame: sorted((r.line_number, r.outcome, r.first_line_number) for r in classify(frame).collect())  # noqa: E731
+    assert outcome(marked) == outcome(mark_duplicates(batch, repeats, broadcast=False)) == [
+        (2, "single", None), (3, "duplicate", 2), (4, "single", None)]
