@@ -158,7 +158,7 @@ def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark
             runs = [r for r in _cdr_daily_runs(base, token) if r["run_type"] == "backfill"]
             assert not [r for r in runs if r["state"] == "failed"], f"a backfill run failed; see {log}"
             return len(runs) == len(BACKFILLED) and all(r["state"] == "success" for r in runs) and runs
-        runs = _wait("the backfill to succeed", backfilled, 600 * len(BACKFILLED), every_s=10)
+        runs = _wait("the backfill to succeed", backfilled, 900 * len(BACKFILLED), every_s=10)
         assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in BACKFILLED]
         _screenshot_of_the_run(base, user, password, triggered, tmp_path / "cdr_daily.png")
 
