@@ -100,6 +100,7 @@ def test_a_key_back_after_the_window_is_indexed_again_so_its_next_repeat_is_a_du
     stored = spark.read.format("delta").load(path)
     assert stored.count() == 2 and stored.inputFiles() and all("key_date=" in f for f in stored.inputFiles())
 
+
 def _parts(spark, *parts):
     return spark.createDataFrame([("voice", "g", seq, last, datetime(2026, 11, 2, 10, 0, 0)) for seq, last in parts],
                                  "record_type string, group_key string, sequence int, is_last_part boolean, event_start timestamp")
@@ -219,6 +220,7 @@ def test_a_row_that_failed_to_parse_is_never_the_first_occurrence_of_a_key(spark
     marked = classify(mark_duplicates(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))))
     assert sorted((r.line_number, r.outcome, r.first_line_number) for r in marked.collect()) == [
         (2, "quarantined", None), (3, "single", None), (4, "duplicate", 3)]
+
 
 def test_finding_repeats_shuffles_only_key_columns_never_the_wide_rows(spark):
     """The batch's wide rows (raw record, every typed field) are not shuffled to mark repeats: only
