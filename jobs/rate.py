@@ -17,7 +17,7 @@ from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import merge, read_table
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
-from jobs.rating import CompiledTariff, rate_events
+from jobs.rating import CompiledTariff, rate_events, small_generated_methods
 from jobs.tariff import Tariff, load_tariff
 from schemas import reason_codes as R
 from schemas.tables import ADJUSTMENTS, COST, EVENTS, INVOICE_LINE_EVENTS, INVOICES, QUARANTINE, RATED_EVENTS
@@ -103,7 +103,8 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
     # Checkpointed, not persisted: `todo` reads rated_events, and Delta re-caches every plan on a
     # path it writes, so a persisted `priced` was rated a second time after the MERGE below
     # (half of this stage's time at 1M events, and against the table's new state).
-    priced = price(todo, compiled, conf).localCheckpoint(eager=True)
+    with small_generated_methods(todo.sparkSession):
+        priced = price(todo, compiled, conf).localCheckpoint(eager=True)
     outcome = {r.rating_reason: r["count"] for r in priced.groupBy("rating_reason").count().collect()}
     write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf)
     merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
@@ -137,7 +138,8 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         tariff, compiled = load_rules(spark, conf)
         suspended = read_table(spark, qpath, QUARANTINE).where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED))
         events = suspended.select(F.from_json("event_json", EVENTS).alias("e")).select("e.*")
-        priced = price(events, compiled, conf).localCheckpoint(eager=True)
+        with small_generated_methods(spark):
+            priced = price(events, compiled, conf).localCheckpoint(eager=True)
         write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
         retried = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
         if retried:
@@ -176,7 +178,8 @@ def rerate(spark: SparkSession, conf: Config, date_from: date, date_to: date, dr
         current = read_table(spark, rated_path, RATED_EVENTS).where(in_range)
         events = (read_table(spark, conf.table_path("silver", "events"), EVENTS).where(in_range)
                   .join(current.select("event_id"), "event_id", "left_semi"))
-        priced = price(events, compiled, conf).persist()
+        with small_generated_methods(spark):
+            priced = price(events, compiled, conf).localCheckpoint(eager=True)
         fresh = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
         previous = current.select("event_id", F.col("cost").alias("previous_cost"),
                                   F.col("tariff_version").alias("previous_tariff_version"),

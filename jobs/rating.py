@@ -15,11 +15,18 @@
    constant-rate run costing `increments x RateIncrement x Rate / RateUnit` (one division,
    decimal(38,18)), summed exactly, rounded half-even to 12 digits, capped by MaxCost *free,
    then rounded once with the method and decimals of the DestinationRate with most decimals.
+   Most events have one plan row in force from start to end (no Time, midnight or activation
+   inside): `_single_run` costs those with the same formulas unrolled into plain expressions,
+   which Spark compiles, where lambdas are interpreted element by element.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import reduce
+from typing import ClassVar
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -56,8 +63,12 @@ SUBJECT_SEGMENTS = StructType([
         StructField("seg_from", TimestampType()), StructField("seg_to", TimestampType()),
         StructField("chain_id", IntegerType())]))),
 ])
+# `starts_s`/`starts_u`: the distinct group starts of all the rows (seconds / units), ascending;
+# `times`: their distinct timing Times. What the single-run path reads instead of walking `rows`.
 PLAN_ROWS = StructType([StructField("rp_id", StringType()), StructField("destination_id", StringType()),
-                        StructField("rows", ArrayType(ROW))])
+                        StructField("plan", StructType([
+                            StructField("rows", ArrayType(ROW)), StructField("starts_s", ArrayType(LongType())),
+                            StructField("starts_u", ArrayType(LongType())), StructField("times", ArrayType(IntegerType()))]))])
 TIMING = StructType([
     StructField("years", ArrayType(IntegerType())), StructField("months", ArrayType(IntegerType())),
     StructField("month_days", ArrayType(IntegerType())), StructField("week_days", ArrayType(IntegerType())),
@@ -178,7 +189,8 @@ def _whole_seconds(value: Decimal, what: str) -> int:
 
 
 def compile_plan_rows(tariff: Tariff) -> list[tuple]:
-    """(rp_id, destination_id, rows[]) with each row's timing, rounding and rate groups."""
+    """(rp_id, destination_id, (rows[], starts_s, starts_u, times)): each row's timing, rounding and
+    rate groups, and the group starts and Times of all of them."""
     out = []
     for rp_id, plan_rows in tariff.rating_plans.items():
         by_dest: dict[str, list] = {}
@@ -192,8 +204,53 @@ def compile_plan_rows(tariff: Tariff) -> list[tuple]:
                 by_dest.setdefault(dr.destination_id, []).append((
                     *_timing_fields(timing), row.weight, -row.order, dr.dr_id, dr.rounding_method, dr.rounding_decimals,
                     dr.max_cost, dr.max_cost_strategy, groups))
-        out += [(rp_id, dest_id, rows) for dest_id, rows in by_dest.items()]
+        out += [(rp_id, dest_id, (rows, sorted({g[0] for r in rows for g in r[-1]}), sorted({g[3] for r in rows for g in r[-1]}),
+                                  sorted({r[4] for r in rows})))
+                for dest_id, rows in by_dest.items()]
     return out
+
+
+@contextmanager
+def small_generated_methods(spark: SparkSession):
+    """Run what is inside with whole-stage code generation given up for any method over 8,000 bytes
+    of bytecode: HotSpot never JIT-compiles such a method and interprets it, and the rating stage's
+    generated code (the single-run path unrolls the timing test per plan row) is that large.
+    Spark then runs those operators with code of its own per operator, split into small methods.
+    Measured on 1M benchmark events: rating 55 s as one huge method, 29 s split (general path 39 s)."""
+    key = "spark.sql.codegen.hugeMethodLimit"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, "8000")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, previous)
+
+
+@dataclass(frozen=True)
+class PlanShape:
+    """The largest plan of a tariff, in the sizes the single-run path unrolls its loops to."""
+    rows: int
+    groups: int
+    starts: int
+    times: int
+    ties: bool                  # two rows of one plan alike in weight, Time and file order
+    # beyond these the generated code would outgrow what it saves; such tariffs go the general way
+    ROWS_LIMIT: ClassVar[int] = 64
+    LIMIT: ClassVar[int] = 8
+
+    @classmethod
+    def of(cls, plan_rows: list[tuple]) -> "PlanShape":
+        plans = [plan for *_, plan in plan_rows]
+        return cls(rows=max((len(rows) for rows, *_ in plans), default=0),
+                   groups=max((len(r[-1]) for rows, *_ in plans for r in rows), default=0),
+                   starts=max((max(len(s), len(u)) for _, s, u, _ in plans), default=0),
+                   times=max((len(t) for *_, t in plans), default=0),
+                   ties=any(len({(r[4], r[5], r[6]) for r in rows}) < len(rows) for rows, *_ in plans))
+
+    @property
+    def unrollable(self) -> bool:
+        return (not self.ties and 0 < self.rows <= self.ROWS_LIMIT
+                and 0 < max(self.groups, self.starts, self.times) <= self.LIMIT)
 
 
 class CompiledTariff:
@@ -219,7 +276,9 @@ class CompiledTariff:
                 ("tied", "boolean"))]).alias("hit"))
         tied = compile_tied_destinations(tariff, prefixes)
         self.tied_destinations = spark.createDataFrame(tied, TIED_DESTINATIONS) if tied else None
-        self.plan_rows = spark.createDataFrame(compile_plan_rows(tariff), PLAN_ROWS)
+        plan_rows = compile_plan_rows(tariff)
+        self.plan_rows = spark.createDataFrame(plan_rows, PLAN_ROWS)
+        self.shape = PlanShape.of(plan_rows)
         self.subjects = {}
         for category, subject, *_ in segments:
             self.subjects.setdefault(category, set()).add(subject)
@@ -295,10 +354,11 @@ def attach_pieces(events: DataFrame, tariff: CompiledTariff, tz: str) -> DataFra
     framed = framed.withColumn("_rp_id", F.col("_hit.rp_id")).withColumn("_destination_id", destination)
     framed = _lookup(framed, tariff.plan_rows, "_rows",
                      lambda r: (F.col("_rp_id") == r("rp_id")) & (F.col("_destination_id") == r("destination_id")),
-                     "rows", "_rows")
+                     "plan", "_plan")
     piece = F.struct(F.col("_piece.p_from").alias("p_from"), F.col("_piece.p_to").alias("p_to"),
                      F.col("_rp_id").alias("rp_id"), F.col("_destination_id").alias("destination_id"),
-                     F.col("_rows").alias("rows"))
+                     F.col("_plan.rows").alias("rows"), F.col("_plan.starts_s").alias("starts_s"),
+                     F.col("_plan.starts_u").alias("starts_u"), F.col("_plan.times").alias("times"))
     single = framed.where(F.col("_n_pieces") <= 1).select(
         *columns, F.filter(F.array(F.when(F.col("_piece").isNotNull(), piece)), lambda p: p.isNotNull()).alias("pieces"))
     several = framed.where(F.col("_n_pieces") > 1).groupBy("event_id").agg(
@@ -379,6 +439,17 @@ def _boundaries(pieces: Column, start: Column, usage: Column, is_voice: Column, 
     return F.array_sort(F.array_distinct(F.filter(candidates, lambda o: (o >= 0) & ((o < usage) | (o == 0)))))
 
 
+def _increments(pos: Column, until: Column, inc: Column) -> Column:
+    """How many increments of `inc` lay from `pos` reach `until` (0 when already there)."""
+    return F.when(pos < until, F.floor((until - pos + inc - 1) / inc)).otherwise(F.lit(0)).cast("long")
+
+
+def _run_cost(n: Column, inc: Column, rate: Column, unit: Column) -> Column:
+    """n increments at `rate` per `unit`: one division, exact to 18 digits."""
+    charged = (n * inc).cast(DecimalType(14, 0))
+    return ((charged * rate).cast(SEG_NUMERATOR) / unit.cast(DIVISOR)).cast(EXACT)
+
+
 def _fold(segments: Column, usage: Column) -> Column:
     """Lay increments end to end: per constant-rate run, n = ceil((next - pos) / inc)."""
     nexts = F.concat(F.slice(F.transform(segments, lambda s: s.offset), 2, 1_000_000), F.array(usage))
@@ -390,9 +461,8 @@ def _fold(segments: Column, usage: Column) -> Column:
 
     def step(acc, z):
         seg, nxt = z.seg, z.next
-        n = F.when(acc.pos < nxt, F.floor((nxt - acc.pos + seg.inc - 1) / seg.inc)).otherwise(F.lit(0)).cast("long")
-        charged = (n * seg.inc).cast(DecimalType(14, 0))
-        run_cost = ((charged * seg.rate).cast(SEG_NUMERATOR) / seg.unit.cast(DIVISOR)).cast(EXACT)
+        n = _increments(acc.pos, nxt, seg.inc)
+        run_cost = _run_cost(n, seg.inc, seg.rate, seg.unit)
         used = n > 0
         takes_rounding = used & (seg.decimals > acc.decimals)
         return F.struct(
@@ -417,28 +487,119 @@ def round_cost(exact: Column, method: Column, decimals: Column) -> Column:
     return result
 
 
-def rate_events(events: DataFrame, tariff: CompiledTariff, timezone_name: str) -> DataFrame:
-    """Chargeable events -> cost columns, or a rating reason code. Pure transform."""
+def _timing_active_sql(row: str, t: str) -> str:
+    """`_timing_active` as SQL text, for a row and local-time struct named by expressions."""
+    matches = [f"(size({row}.{values}) = 0 OR array_contains({row}.{values}, {t}.{part}))"
+               for values, part in (("years", "year"), ("months", "month"), ("month_days", "day"), ("week_days", "weekday"))]
+    return "(" + " AND ".join([*matches, f"{row}.time_s <= {t}.tod"]) + ")"
+
+
+def _single_run(frame: DataFrame, shape: PlanShape, tz: str) -> DataFrame:
+    """frame + `_single` and, where it is true, `_run`: the event's cost terms computed without a
+    lambda, so that Spark generates code for them (lambdas are interpreted, one call per element).
+
+    `_single` marks the common case: one profile piece covering the whole usage, and (voice) no
+    timing Time, local midnight or DST change inside the call, so that one plan row is in force
+    throughout and the rate changes only at its group starts. Those boundaries are then the plan's
+    distinct group starts below the usage (ascending, at most `shape.starts`); each run is costed
+    by the same formulas as `_fold`. Every other event keeps `_single` false and goes the general
+    way; both ways give the same result (tests/test_rating.py compares them)."""
+    is_voice = F.col("category") == "call"
+    start, usage = F.col("event_start"), F.col("usage")
+    piece, winner, single = F.col("_p"), F.col("_w"), F.col("_single")
+    frame = frame.withColumns({
+        "_p": F.try_element_at(F.col("pieces"), F.lit(1)),
+        "_t0": F.struct(*[part.alias(name) for name, part in _parts_of_local(F.from_utc_timestamp(
+            F.when(is_voice, F.timestamp_seconds(F.unix_seconds(start))).otherwise(start), tz)).items()])})
+    # ranked as `_segments_at` ranks them; the position stands in for the row itself, which only
+    # broke ties that `PlanShape.unrollable` rules out (and would make the generated code huge)
+    # (SQL text: as Column calls, each a round trip to the JVM, building this took seconds)
+    ranked = [f"CASE WHEN {_timing_active_sql(row, '_t0')} THEN named_struct("
+              f"'w', {row}.weight, 't', {row}.time_s, 'o', {row}.neg_order, 'i', {i}) END"
+              for i, row in ((i, f"try_element_at(_p.rows, {i})") for i in range(1, shape.rows + 1))]
+    best = f"greatest({', '.join(ranked)})" if len(ranked) > 1 else ranked[0]
+    frame = frame.withColumn("_w", F.expr(f"try_element_at(_p.rows, ({best}).i)"))
+
+    def group_at(offset: Column) -> Column:
+        groups = [F.try_element_at(winner.groups, F.lit(j)) for j in range(shape.groups, 0, -1)]
+        return F.coalesce(*[F.when(F.when(is_voice, g.gis_s).otherwise(g.gis_u) <= offset, g) for g in groups])
+
+    end = F.timestamp_seconds(F.unix_seconds(start) + usage)
+    local_day = F.to_date(F.from_utc_timestamp(start, tz))
+    zone_offset = lambda instant: F.unix_seconds(F.from_utc_timestamp(instant, tz)) - F.unix_seconds(instant)  # noqa: E731
+    times = [F.lit(0)] + [F.try_element_at(piece.times, F.lit(i)) for i in range(1, shape.times + 1)]
+    # each Time's instant on the call's local day, computed as `_boundaries` does
+    inside = [F.coalesce((o > 0) & (o < usage), F.lit(False)) for o in (
+        F.unix_seconds(F.to_utc_timestamp(F.timestamp_seconds(F.unix_seconds(F.to_timestamp(local_day)) + t), tz))
+        - F.unix_seconds(start) for t in times)]
+    steady = ((local_day == F.to_date(F.from_utc_timestamp(end, tz))) & (zone_offset(start) == zone_offset(end))
+              & ~reduce(Column.__or__, inside))
+    zero = F.lit(0).cast("long")
+    frame = frame.withColumns({"_single": F.coalesce(
+        (usage > 0) & (F.size("pieces") == 1) & piece.rows.isNotNull() & piece.destination_id.isNotNull()
+        & (piece.p_from == 0) & (~is_voice | ((piece.p_to >= usage) & steady))
+        & winner.isNotNull() & group_at(zero).isNotNull(), F.lit(False)), "_pos": zero})
+
+    # the runs start at 0 and at each group start below the usage (ascending: the ones kept are adjacent)
+    starts = F.when(is_voice, piece.starts_s).otherwise(piece.starts_u)
+    later = [F.try_element_at(starts, F.lit(i)) for i in range(1, shape.starts + 1)]
+    later = [F.when((s > 0) & (s < usage), s) for s in later]
+    run_starts = [zero] + later
+    frame = frame.withColumns({f"_g{k}": F.when(single & run_start.isNotNull(), group_at(run_start))
+                               for k, run_start in enumerate(run_starts)})
+    runs = []
+    for k in range(len(run_starts)):
+        group = F.col(f"_g{k}")
+        inc = F.when(is_voice, group.inc_s).otherwise(group.inc_u)
+        n = F.coalesce(_increments(F.col("_pos"), F.coalesce(*later[k:], usage), inc), zero)
+        frame = frame.withColumns({f"_n{k}": n, "_pos": F.col("_pos") + F.when(n > 0, n * inc).otherwise(zero)})
+        runs.append((F.col(f"_n{k}"), inc, group.rate, F.when(is_voice, group.unit_s).otherwise(group.unit_u)))
+    cost = reduce(lambda total, run: (total + F.when(run[0] > 0, _run_cost(*run)).otherwise(F.lit(0).cast(EXACT))).cast(EXACT),
+                  runs, F.lit(0).cast(EXACT))
+    # the first run always has increments, so it sets the rounding, as in `_fold`
+    takes = winner.rounding_decimals > -1
+    return frame.withColumn("_run", F.when(single, F.struct(
+        (cost + F.col("_g0").connect_fee.cast(EXACT)).cast(EXACT).alias("total"),
+        F.when(takes, winner.rounding_decimals).otherwise(F.lit(-1)).alias("decimals"),
+        F.when(takes, winner.rounding_method).alias("method"), F.when(takes, winner.max_cost).alias("max_cost"),
+        F.when(takes, winner.max_cost_strategy).alias("strategy"),
+        piece.destination_id.alias("destination_id"), piece.rp_id.alias("rp_id"))))
+
+
+def rate_events(events: DataFrame, tariff: CompiledTariff, timezone_name: str, single_run: bool = True) -> DataFrame:
+    """Chargeable events -> cost columns, or a rating reason code. Pure transform.
+
+    `single_run=False` sends every event the general way (for tests that compare the two)."""
     is_voice = F.col("category") == "call"
     with_pieces = attach_pieces(events, tariff, timezone_name)
+    fast = single_run and tariff.shape.unrollable
+    if fast:
+        with_pieces = _single_run(with_pieces, tariff.shape, timezone_name)
+    single, general = (F.col("_single"), ~F.col("_single")) if fast else (F.lit(False), F.lit(True))
+    run = F.col("_run")
+    pick = (lambda one_run, otherwise: F.when(single, one_run).otherwise(otherwise)) if fast else (lambda _, otherwise: otherwise)
     bounds = _boundaries(F.col("pieces"), F.col("event_start"), F.col("usage"), is_voice, timezone_name)
     segments = _segments_at(bounds, F.col("pieces"), F.col("event_start"), is_voice, timezone_name)
-    staged = with_pieces.withColumn("segments", segments).withColumn("fold", _fold(F.col("segments"), F.col("usage")))
+    staged = (with_pieces.withColumn("segments", F.when(general, segments))
+              .withColumn("fold", F.when(general, _fold(F.col("segments"), F.col("usage")))))
     first = F.try_element_at(F.col("segments"), F.lit(1))
     covered = F.when(is_voice, F.aggregate(F.col("pieces"), F.lit(0).cast("long"), lambda acc, p: acc + (p.p_to - p.p_from))
                      >= F.col("usage")).otherwise(F.size("pieces") > 0)
-    reason = (F.when(F.col("usage") == 0, F.lit(None))
+    reason = (F.when((F.col("usage") == 0) | single, F.lit(None))
               .when(~covered | F.exists("segments", lambda s: ~s.has_piece), F.lit(R.RATING_PLAN_NOT_FOUND))
               .when(F.exists("segments", lambda s: s.destination_id.isNull()), F.lit(R.UNAUTHORIZED_DESTINATION))
               .when(F.exists("segments", lambda s: ~s.has_timing), F.lit(R.NO_ACTIVE_TIMING)))
     fold = F.col("fold")
-    total = (fold.cost + first.connect_fee.cast(EXACT)).cast(EXACT)
-    capped = F.when((fold.max_cost > 0) & (fold.strategy == "*free"), F.least(total, fold.max_cost.cast(EXACT))).otherwise(total)
+    total = pick(run.total, (fold.cost + first.connect_fee.cast(EXACT)).cast(EXACT))
+    max_cost, strategy = pick(run.max_cost, fold.max_cost), pick(run.strategy, fold.strategy)
+    capped = F.when((max_cost > 0) & (strategy == "*free"), F.least(total, max_cost.cast(EXACT))).otherwise(total)
+    rounded = round_cost(capped, pick(run.method, fold.method), pick(run.decimals, fold.decimals))
     exact = F.when(F.col("usage") == 0, F.lit(0).cast(EXACT)).otherwise(capped)
-    cost = F.when(F.col("usage") == 0, F.lit(0).cast(EXACT)).otherwise(round_cost(capped, fold.method, fold.decimals))
+    cost = F.when(F.col("usage") == 0, F.lit(0).cast(EXACT)).otherwise(rounded)
     detail = F.concat_ws(" ", F.lit("category"), F.col("category"), F.lit("plan"), F.coalesce("plan_id", F.lit("?")),
                          F.lit("destination"), F.coalesce("destination", F.lit("*any")))
     return staged.select(
         *events.columns, reason.alias("rating_reason"), detail.alias("rating_detail"),
-        first.destination_id.alias("destination_id"), first.rp_id.alias("rating_plan_id"),
+        pick(run.destination_id, first.destination_id).alias("destination_id"),
+        pick(run.rp_id, first.rp_id).alias("rating_plan_id"),
         exact.alias("cost_exact"), cost.alias("cost_rounded"))

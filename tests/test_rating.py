@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -210,3 +210,51 @@ def test_data_sms_and_roaming_rates(spark, tmp_path):
     assert cost(got[1]) == Decimal("10.2403")         # 10486 x 102400 x 0.01 / MiB = 10.240234375
     assert cost(got[2]) == Decimal("4.5235")          # 0.5 + 103 x 10240 x 4 / MiB = 4.5234375
     assert cost(got[3]) == Decimal("0.09")
+
+
+def test_the_single_run_path_rates_exactly_as_the_general_one(spark):
+    """Events with one plan row in force throughout are costed without lambdas (`_single_run`);
+    every event, on that path or not, gets the same result as the general fold, to the last digit."""
+    from random import Random
+
+    from jobs.rating import _single_run, attach_pieces
+
+    random = Random(11)
+    tz, tariff = "Europe/Berlin", load_tariff("rating_rules/default", "Europe/Berlin")
+    compiled = CompiledTariff(spark, tariff, "cgrates.org")
+    # weekdays, a weekend, a holiday, both DST changes; local starts just before the bands' Times and midnight
+    days = [datetime(2026, 3, 29), datetime(2026, 10, 25), datetime(2026, 11, 5), datetime(2026, 11, 7),
+            datetime(2026, 12, 25), datetime(2026, 12, 31)]
+    starts = [timedelta(hours=h, seconds=s) for h, s in ((0, 0), (1, 3570), (2, 1800), (7, 3590), (7, 3599.5),
+                                                         (12, 0), (17, 3560), (23, 3570))]
+    calls = [("P_BASIC", "4930123"), ("P_PREMIUM", "4915112345"), ("P_BIZ_CHF", "33123456"), ("P_BASIC", "1212555"),
+             ("P_NONE", "99999")]
+    events = [("call", plan_id, destination, utc(*day.timetuple()[:3]) + start, usage)
+              for day in days for start in starts for plan_id, destination in calls
+              for usage in (0, 1, 29, 30, 31, 61, 599, 601, 3600 + 17)]
+    for _ in range(300):
+        day = random.choice(days) + timedelta(seconds=random.randrange(0, 86400), microseconds=random.choice([0, 500000]))
+        events += [("sms", "P_BASIC", random.choice(["4915112345", "447700900"]), day, 1),
+                   ("data", "P_BASIC", None, day, random.choice([0, 1, 102400, 102401, 2**30 + 1, random.randrange(1, 3 * 2**30)])),
+                   ("data_roaming", "P_BASIC", "20801", day, random.randrange(1, 2**24)),
+                   ("call", "P_BASIC", "4930123", day, random.randrange(1, 4 * 3600))]
+    events = [(f"e{i}", *event) for i, event in enumerate(events)]
+    frame = spark.createDataFrame(
+        events, "event_id string, category string, plan_id string, destination string, event_start timestamp, usage long")
+
+    fast = {r.event_id: tuple(r) for r in rate_events(frame, compiled, tz).collect()}
+    general = {r.event_id: tuple(r) for r in rate_events(frame, compiled, tz, single_run=False).collect()}
+    assert fast == general
+    single = _single_run(attach_pieces(frame, compiled, tz), compiled.shape, tz).where("_single").count()
+    assert 0.3 * len(events) < single < 0.9 * len(events)         # both paths were taken
+    assert sum(r[-1] is not None and r[-1] > 0 for r in general.values()) > 0.3 * len(events)
+
+
+def test_rating_runs_with_small_generated_methods_and_restores_the_setting(spark):
+    from jobs.rating import small_generated_methods
+
+    key = "spark.sql.codegen.hugeMethodLimit"
+    before = spark.conf.get(key)
+    with small_generated_methods(spark):
+        assert spark.conf.get(key) == "8000"
+    assert spark.conf.get(key) == before != "8000"
