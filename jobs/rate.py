@@ -50,6 +50,13 @@ def price(events: DataFrame, tariff: CompiledTariff, conf: Config) -> DataFrame:
     return rate_events(chargeable, tariff, conf.operator.timezone).unionByName(free)
 
 
+def price_now(events: DataFrame, tariff: CompiledTariff, conf: Config) -> DataFrame:
+    """`price`, computed once and cut from its inputs (the callers then write tables it read), in
+    the small generated methods the rating code needs to be JIT-compiled."""
+    with small_generated_methods(events.sparkSession):
+        return price(events, tariff, conf).localCheckpoint(eager=True)
+
+
 def to_rated_rows(priced: DataFrame, conf: Config, tariff_version: str, run_id: str, now: datetime) -> DataFrame:
     return priced.where(F.col("rating_reason").isNull()).select(
         "event_id", "record_type", public_source_keys(F.col("record_type"), F.col("source_keys"), conf).alias("source_keys"),
@@ -103,8 +110,7 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
     # Checkpointed, not persisted: `todo` reads rated_events, and Delta re-caches every plan on a
     # path it writes, so a persisted `priced` was rated a second time after the MERGE below
     # (half of this stage's time at 1M events, and against the table's new state).
-    with small_generated_methods(todo.sparkSession):
-        priced = price(todo, compiled, conf).localCheckpoint(eager=True)
+    priced = price_now(todo, compiled, conf)
     outcome = {r.rating_reason: r["count"] for r in priced.groupBy("rating_reason").count().collect()}
     write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf)
     merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
@@ -138,8 +144,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         tariff, compiled = load_rules(spark, conf)
         suspended = read_table(spark, qpath, QUARANTINE).where((F.col("stage") == STAGE) & (F.col("status") == R.SUSPENDED))
         events = suspended.select(F.from_json("event_json", EVENTS).alias("e")).select("e.*")
-        with small_generated_methods(spark):
-            priced = price(events, compiled, conf).localCheckpoint(eager=True)
+        priced = price_now(events, compiled, conf)
         write_rated(to_rated_rows(priced, conf, tariff.version, record.run_id, now), conf)
         retried = {r.ok: r["count"] for r in priced.groupBy((F.col("rating_reason").isNull()).alias("ok")).count().collect()}
         if retried:
@@ -178,8 +183,7 @@ def rerate(spark: SparkSession, conf: Config, date_from: date, date_to: date, dr
         current = read_table(spark, rated_path, RATED_EVENTS).where(in_range)
         events = (read_table(spark, conf.table_path("silver", "events"), EVENTS).where(in_range)
                   .join(current.select("event_id"), "event_id", "left_semi"))
-        with small_generated_methods(spark):
-            priced = price(events, compiled, conf).localCheckpoint(eager=True)
+        priced = price_now(events, compiled, conf)
         fresh = to_rated_rows(priced, conf, tariff.version, record.run_id, now)
         previous = current.select("event_id", F.col("cost").alias("previous_cost"),
                                   F.col("tariff_version").alias("previous_tariff_version"),
