@@ -164,34 +164,33 @@ def run(spark: SparkSession, conf: Config, run_date: date, record: RunRecord | N
         period = billing_period(run_date, conf.operator.timezone)
         already = sources.invoices.where(F.col("run_date") == F.lit(run_date)).select("account_id")
         result = sources.build(spark, rules, period, conf.privacy, skip_accounts=already)
-        try:
-            problems = totals_problems(result.headers, result.lines).limit(5).collect()
-            if problems:
-                raise InvoiceTotalsError(f"{len(problems)}+ invoices fail the totals check, e.g. {problems[0].asDict()}")
-            headers = result.headers.select(
-                "*", F.lit(now).alias("issued_at"), F.lit(record.run_id).alias("bill_run_id"),
-                F.lit(tariff.version).alias("tariff_version"),
-                F.lit(json.dumps(sources.versions, sort_keys=True)).alias("source_versions")).select(*INVOICES.fieldNames())
-            write_invoices(conf, run_date, headers, result)
-            exceptions = result.exceptions.select(F.lit(run_date).alias("run_date"), "account_id", "reason_code",
-                                                  "reason_detail", F.lit(record.run_id).alias("bill_run_id"))
-            merge(spark.createDataFrame(exceptions.collect(), BILLING_EXCEPTIONS), conf.table_path("audit", "billing_exceptions"),
-                  ["run_date", "account_id", "reason_code"])
-            refresh_tax_summary(spark, conf, run_date.strftime("%Y-%m"))
-            written = read_table(spark, conf.table_path("gold", "invoices")).where(F.col("bill_run_id") == record.run_id)
-            totals = {r.currency: str(r.total) for r in written.groupBy("currency").agg(F.sum("total").alias("total")).collect()}
-            record.rated = read_table(spark, conf.table_path("gold", "invoice_line_events")).join(
-                written.select("invoice_id"), "invoice_id", "left_semi").count()
-            record.pending = result.held_events.count()
-            record.records_in = record.rated + record.pending
-            record.details.update({
-                "period": [period.start.isoformat(), period.end.isoformat()], "invoices": written.count(),
-                "totals_by_currency": totals, "already_issued": already.count(), "tariff_version": tariff.version,
-                "accounts_not_invoiced": {r.reason_code: r["count"] for r in result.exceptions.groupBy("reason_code").count().collect()},
-            })
-            record.check_conservation(record.rated)
-        finally:
-            result.release()
+        problems = totals_problems(result.headers, result.lines).limit(5).collect()
+        if problems:
+            raise InvoiceTotalsError(f"{len(problems)}+ invoices fail the totals check, e.g. {problems[0].asDict()}")
+        headers = result.headers.select(
+            "*", F.lit(now).alias("issued_at"), F.lit(record.run_id).alias("bill_run_id"),
+            F.lit(tariff.version).alias("tariff_version"),
+            F.lit(json.dumps(sources.versions, sort_keys=True)).alias("source_versions")).select(*INVOICES.fieldNames())
+        write_invoices(conf, run_date, headers, result)
+        exceptions = result.exceptions.select(F.lit(run_date).alias("run_date"), "account_id", "reason_code",
+                                              "reason_detail", F.lit(record.run_id).alias("bill_run_id"))
+        merge(spark.createDataFrame(exceptions.collect(), BILLING_EXCEPTIONS), conf.table_path("audit", "billing_exceptions"),
+              ["run_date", "account_id", "reason_code"])
+        refresh_tax_summary(spark, conf, run_date.strftime("%Y-%m"))
+        written = read_table(spark, conf.table_path("gold", "invoices")).where(F.col("bill_run_id") == record.run_id)
+        totals = {r.currency: str(r.total) for r in written.groupBy("currency").agg(F.sum("total").alias("total")).collect()}
+        # the run's invoices carry its run date: read only that partition of the links, not their history
+        record.rated = (read_table(spark, conf.table_path("gold", "invoice_line_events"))
+                        .where(F.col("run_date") == F.lit(run_date))
+                        .join(written.select("invoice_id"), "invoice_id", "left_semi").count())
+        record.pending = result.held_events.count()
+        record.records_in = record.rated + record.pending
+        record.details.update({
+            "period": [period.start.isoformat(), period.end.isoformat()], "invoices": written.count(),
+            "totals_by_currency": totals, "already_issued": already.count(), "tariff_version": tariff.version,
+            "accounts_not_invoiced": {r.reason_code: r["count"] for r in result.exceptions.groupBy("reason_code").count().collect()},
+        })
+        record.check_conservation(record.rated)
     return record
 
 
@@ -217,29 +216,26 @@ def reproduce(spark: SparkSession, conf: Config, invoice_id: str) -> Reproductio
                            billing_period(header.run_date, conf.operator.timezone), conf.privacy,
                            only_account=header.account_id)
     report = Reproduction(invoice_id, versions)
-    try:
-        stored = {r.line_no: r for r in read_table(spark, conf.table_path("gold", "invoice_lines"))
-                  .where(F.col("invoice_id") == invoice_id).select(*COMPARED_LINE_COLUMNS).collect()}
-        again = {r.line_no: r for r in result.lines.select(*COMPARED_LINE_COLUMNS).collect()}
-        for line_no in sorted(set(stored) | set(again)):
-            before, after = stored.get(line_no), again.get(line_no)
-            if before is None or after is None:
-                report.differences.append(f"line {line_no}: {'only recomputed' if before is None else 'only stored'}")
-                continue
-            for column in COMPARED_LINE_COLUMNS[1:]:
-                if before[column] != after[column]:
-                    report.differences.append(f"line {line_no} {column}: stored {before[column]!r}, recomputed {after[column]!r}")
-        recomputed = result.headers.first()
-        for column in ("subtotal", "tax_total", "total"):
-            if recomputed is None or header[column] != recomputed[column]:
-                report.differences.append(f"{column}: stored {header[column]}, recomputed "
-                                          f"{None if recomputed is None else recomputed[column]}")
-        stored_links = read_table(spark, conf.table_path("gold", "invoice_line_events")).where(
-            F.col("invoice_id") == invoice_id).select("event_id", "line_no", "covered_units", "covered_value")
-        again_links = result.links.select("event_id", "line_no", "covered_units", "covered_value")
-        only_stored, only_again = stored_links.exceptAll(again_links).count(), again_links.exceptAll(stored_links).count()
-        if only_stored or only_again:
-            report.differences.append(f"events: {only_stored} linked only in the stored invoice, {only_again} only when recomputed")
-    finally:
-        result.release()
+    stored = {r.line_no: r for r in read_table(spark, conf.table_path("gold", "invoice_lines"))
+              .where(F.col("invoice_id") == invoice_id).select(*COMPARED_LINE_COLUMNS).collect()}
+    again = {r.line_no: r for r in result.lines.select(*COMPARED_LINE_COLUMNS).collect()}
+    for line_no in sorted(set(stored) | set(again)):
+        before, after = stored.get(line_no), again.get(line_no)
+        if before is None or after is None:
+            report.differences.append(f"line {line_no}: {'only recomputed' if before is None else 'only stored'}")
+            continue
+        for column in COMPARED_LINE_COLUMNS[1:]:
+            if before[column] != after[column]:
+                report.differences.append(f"line {line_no} {column}: stored {before[column]!r}, recomputed {after[column]!r}")
+    recomputed = result.headers.first()
+    for column in ("subtotal", "tax_total", "total"):
+        if recomputed is None or header[column] != recomputed[column]:
+            report.differences.append(f"{column}: stored {header[column]}, recomputed "
+                                      f"{None if recomputed is None else recomputed[column]}")
+    stored_links = read_table(spark, conf.table_path("gold", "invoice_line_events")).where(
+        F.col("invoice_id") == invoice_id).select("event_id", "line_no", "covered_units", "covered_value")
+    again_links = result.links.select("event_id", "line_no", "covered_units", "covered_value")
+    only_stored, only_again = stored_links.exceptAll(again_links).count(), again_links.exceptAll(stored_links).count()
+    if only_stored or only_again:
+        report.differences.append(f"events: {only_stored} linked only in the stored invoice, {only_again} only when recomputed")
     return report

@@ -328,11 +328,6 @@ class Invoices:
     exceptions: DataFrame   # account_id, reason_code, reason_detail
     held_events: DataFrame  # open events of accounts not invoiced because of invalid reference data
     adjustment_links: DataFrame  # INVOICE_LINE_ADJUSTMENTS
-    cached: list[DataFrame]
-
-    def release(self) -> None:
-        for frame in self.cached:
-            frame.unpersist()
 
 
 def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame, invoiced_event_ids: DataFrame,
@@ -342,14 +337,13 @@ def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame
     """All invoices of one bill run. `skip_accounts`: already issued for this run date.
 
     The few intermediate frames every line type reads (due accounts, subscription days, open
-    events, lines) are cached once: without that the plan recomputes each of them per branch.
-    Call `release()` when done.
+    events, lines) are computed once, as local checkpoints: every later plan starts from their
+    rows. Persisted instead, each kept its whole lineage inside every plan built on it, and
+    planning them took about 15 s of a 1M-event bill run; they also stay as they were when
+    built, where Delta re-caches a persisted plan whose tables the run then writes.
     """
-    cached: list[DataFrame] = []
-
     def once(frame: DataFrame) -> DataFrame:
-        cached.append(frame.persist())
-        return frame
+        return frame.localCheckpoint(eager=True)
 
     plans, bundles, taxes = rules.frames(spark)
     due = due_accounts(subscribers, period).join(F.broadcast(currency_digits(spark)), "currency", "left")
@@ -402,7 +396,7 @@ def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame
               ["account_id", "category"])
         .select("adjustment_id", "invoice_id", "line_no", "account_id", F.lit(period.run_date).alias("run_date")))
     headers = invoice_headers(lines, due, period)
-    return Invoices(headers, lines, links, exceptions, held, adjustment_links, cached)
+    return Invoices(headers, lines, links, exceptions, held, adjustment_links)
 
 
 def invoice_headers(lines: DataFrame, due: DataFrame, period: BillingPeriod) -> DataFrame:

@@ -91,10 +91,8 @@ DECEMBER_EVENTS = [
 
 @pytest.fixture(scope="module")
 def december(spark):
-    result = bill(spark, subscribers(spark, *DECEMBER_SUBSCRIBERS), rated(spark, *DECEMBER_EVENTS),
-                  date(2026, 12, 1), invoiced=["billed"])
-    yield result
-    result.release()
+    return bill(spark, subscribers(spark, *DECEMBER_SUBSCRIBERS), rated(spark, *DECEMBER_EVENTS),
+                date(2026, 12, 1), invoiced=["billed"])
 
 
 def test_billing_period_across_february():
@@ -151,6 +149,17 @@ def test_two_taxes_on_one_line(december):
         "VAT 19% of 19.99 (*any)", "Levy 0.5% of 10.00 (call)"]
     header = header_of(december, "TAX")
     assert (header.subtotal, header.tax_total, header.total) == (Decimal("19.99"), Decimal("3.85"), Decimal("23.84"))
+
+
+def test_invoice_frames_start_from_rows_computed_once_not_from_their_lineage(december):
+    """Every line type reads the same few intermediate frames. Their rows are computed once and the
+    plans of lines, links and headers start from those rows: kept as lineage (persisted), planning
+    them took about 15 s of a 1M-event bill run."""
+    for frame, computed_frames in ((december.lines, 1), (december.links, 3), (december.headers, 2)):
+        plan = frame._jdf.queryExecution().analyzed()
+        leaves = plan.collectLeaves()
+        assert leaves.size() == computed_frames, plan.toString()[:3000]
+        assert "Window" not in plan.toString()
 
 
 def test_every_open_chargeable_event_is_on_exactly_one_line(december):
