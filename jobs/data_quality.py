@@ -1,6 +1,6 @@
 """Batch-level validation with Great Expectations, from the same rules as the row-level checks.
 
-One suite per record type, run once per run on the persisted typed batch. Results go to
+One suite per record type, run once per run on the classified typed batch. Results go to
 audit/validation_results (Delta) and to GX Data Docs HTML under <warehouse>/data_docs, so that
 operations can open them. A breached `mostly` threshold is reported to the caller, which fails
 the run only after everything it found is written.

@@ -7,7 +7,7 @@ from jobs.common.audit import ConservationError, RunRecord
 from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber, subscriber_periods
 from jobs.standardise import standardise_voice
-from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, evaluate_groups, find_repeats, mark_duplicates,
+from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, classify_once, evaluate_groups, find_repeats, mark_duplicates,
                            read_key_window, run_bounds, write_record_keys)
 from schemas import reason_codes as R
 from schemas.landing import VOICE
@@ -238,3 +238,13 @@ def test_finding_repeats_shuffles_only_key_columns_never_the_wide_rows(spark):
     outcome = lambda frame: sorted((r.line_number, r.outcome, r.first_line_number) for r in classify(frame).collect())  # noqa: E731
     assert outcome(marked) == outcome(mark_duplicates(batch, repeats, broadcast=False)) == [
         (2, "single", None), (3, "duplicate", 2), (4, "single", None)]
+
+
+def test_the_batch_is_classified_once_and_what_is_built_on_it_starts_from_its_rows(spark):
+    """Quarantine rows, events, parts, duplicates, keys and the expectations all read the classified
+    batch: its rows are computed once, and their plans start from them, not from bronze again."""
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"}))
+    once = classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS)))
+    leaves = once._jdf.queryExecution().analyzed().collectLeaves()
+    assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
+    assert sorted((r.line_number, r.outcome) for r in once.collect()) == [(2, "single"), (3, "duplicate"), (4, "single")]
