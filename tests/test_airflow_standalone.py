@@ -122,6 +122,21 @@ def _cdr_daily_runs(base: str, token: str) -> list[dict]:
     return _call(base, "GET", "/api/v2/dags/cdr_daily/dagRuns?limit=100", token)["dag_runs"]
 
 
+def _create_backfill(airflow: dict[str, str], attempts: int = 3) -> subprocess.CompletedProcess:
+    """`airflow backfill create` for the backfilled days, again as an operator would when SQLite
+    refuses it ("database is locked": the running scheduler holds the write lock, and SQLite does
+    not wait when a reading transaction must become a writer). It failed so twice on this machine."""
+    for attempt in range(1, attempts + 1):
+        created = subprocess.run(
+            [shutil.which("airflow", path=airflow["PATH"]) or "airflow", "backfill", "create", "--dag-id", "cdr_daily",
+             "--from-date", BACKFILLED[0].isoformat(), "--to-date", BACKFILLED[-1].isoformat(), "--max-active-runs", "1"],
+            env=airflow, capture_output=True, text=True, timeout=300)
+        if created.returncode == 0 or "database is locked" not in created.stderr + created.stdout or attempt == attempts:
+            return created
+        time.sleep(10 * attempt)
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.timeout(900 + 900 * len(DAYS))
 def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark, base_conf, tmp_path):
     """Airflow's runs leave the same tables as the days run one after the other in process. The
@@ -147,10 +162,7 @@ def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark
             return state == "success"
         _wait("the triggered cdr_daily to succeed", triggered_done, 900, every_s=5)
 
-        created = subprocess.run(
-            [shutil.which("airflow", path=airflow["PATH"]) or "airflow", "backfill", "create", "--dag-id", "cdr_daily",
-             "--from-date", BACKFILLED[0].isoformat(), "--to-date", BACKFILLED[-1].isoformat(), "--max-active-runs", "1"],
-            env=airflow, capture_output=True, text=True, timeout=300)
+        created = _create_backfill(airflow)
         assert created.returncode == 0, created.stdout + created.stderr
 
         def backfilled():
