@@ -124,8 +124,9 @@ def _cdr_daily_runs(base: str, token: str) -> list[dict]:
 
 def _create_backfill(airflow: dict[str, str], attempts: int = 3) -> subprocess.CompletedProcess:
     """`airflow backfill create` for the backfilled days, again as an operator would when SQLite
-    refuses it ("database is locked": the running scheduler holds the write lock, and SQLite does
-    not wait when a reading transaction must become a writer). It failed so twice on this machine."""
+    refuses it with "database is locked" while the running scheduler writes (twice on this machine,
+    despite the 120 s busy timeout; likely SQLite's refusal to wait when a reading transaction must
+    become a writer, not confirmed)."""
     for attempt in range(1, attempts + 1):
         created = subprocess.run(
             [shutil.which("airflow", path=airflow["PATH"]) or "airflow", "backfill", "create", "--dag-id", "cdr_daily",
