@@ -66,3 +66,23 @@ def test_airflow_on_sqlite_waits_for_the_write_lock(base_conf, tmp_path, monkeyp
     # another database's driver would not understand a SQLite timeout: left alone there
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow@db/airflow")
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in airflow_env(base_conf, tmp_path)
+
+
+def test_the_demo_and_its_spark_submits_start_their_jvms_for_short_runs(base_conf, tmp_path, monkeypatch):
+    """The demo's (and the Airflow tests') tasks each start a JVM for seconds of work on a small
+    day: their spark-submits compile with C1 only; a run configured by hand keeps the full JIT."""
+    from jobs.common.config import load_config
+    from jobs.common.spark import session_settings
+    from jobs.demo import airflow_env
+
+    monkeypatch.delenv("CDR_BILLING__SPARK__QUICK_START_JIT", raising=False)
+    assert "TieredStopAtLevel" not in session_settings(load_config(environ={}))["spark.driver.extraJavaOptions"]
+    for key, value in airflow_env(base_conf, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+
+    submits = [task for dag in DagBag(str(DAGS)).dags.values() for task in dag.tasks
+               if task.task_type == "SparkSubmitOperator"]
+    assert submits
+    for task in submits:
+        assert task.conf["spark.driver.extraJavaOptions"].split() == ["-Dlog4j2.level=WARN", "-XX:TieredStopAtLevel=1"]

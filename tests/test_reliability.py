@@ -47,7 +47,8 @@ def env_for(conf) -> dict[str, str]:
     return {"CDR_BILLING__PATHS__WAREHOUSE": conf.paths.warehouse, "CDR_BILLING__PATHS__LANDING": conf.paths.landing,
             "CDR_BILLING__PATHS__REFERENCE": conf.paths.reference, "CDR_BILLING__PATHS__REPORTS": conf.paths.reports,
             "CDR_BILLING__VALIDATION__MOSTLY": str(conf.validation.mostly),
-            "CDR_BILLING__SPARK__MASTER": "local[2]", "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2"}
+            "CDR_BILLING__SPARK__MASTER": "local[2]", "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2",
+            "CDR_BILLING__SPARK__QUICK_START_JIT": "true"}
 
 
 def cdr_billing(conf, *args: str, kill_at: str | None = None, **settings: str) -> subprocess.CompletedProcess:

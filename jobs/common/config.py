@@ -42,6 +42,10 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     delta_jar_version: str = "4.4.0"
     jars_dir: str = ".jars"
+    # True: the driver JVM compiles with C1 only. For short runs on little data (the demo, the
+    # tests' spark-submits), where most of a fresh JVM's CPU goes to C2 compiling code that then
+    # runs for seconds. Never for real volumes: C2's code is what makes millions of events fast.
+    quick_start_jit: bool = False
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("master")

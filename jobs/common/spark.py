@@ -32,9 +32,19 @@ def session_settings(conf: Config) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         # INFO lines of every spark-submit end up in the Airflow task log, line by line
         "spark.log.level": "WARN",
+        "spark.driver.extraJavaOptions": " ".join(driver_java_options(conf)),
     }
     settings.update(conf.spark.extra_conf)
     return settings
+
+
+def driver_java_options(conf: Config) -> list[str]:
+    """The driver JVM's flags (set when it starts: by spark-submit, or by PySpark's launcher)."""
+    options = ["-Dlog4j2.level=WARN"]
+    if conf.spark.quick_start_jit:
+        # A tiny day's five stages, a fresh JVM each: 632 JVM CPU-s with C2, 369 with C1 only.
+        options.append("-XX:TieredStopAtLevel=1")
+    return options
 
 
 def build_spark(conf: Config, app_name: str | None = None):
@@ -48,7 +58,6 @@ def build_spark(conf: Config, app_name: str | None = None):
             .config("spark.jars", ",".join(str(j) for j in jars))
             .config("spark.driver.memory", conf.spark.driver_memory)
             .config("spark.ui.enabled", "false" if conf.spark.master.startswith("local") else "true")
-            .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
         )
         # Python workers must run an interpreter with the pinned packages, not whatever python3 is
         # on PATH: this one in local mode, the configured one on a cluster. (PySpark reads
