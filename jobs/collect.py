@@ -145,6 +145,28 @@ def split_fields(line):
     return F.when(F.instr(line, '"') == 0, plain).otherwise(quoted)
 
 
+def _file_layouts(headers: DataFrame, kind: LandingKind) -> DataFrame:
+    """Per file: its width, where each canonical column sits in its header (1-based, 0 when absent)
+    and whether it carries columns beyond them. Worked out once per file rather than per line: the
+    per-line lookups were a third of the CSV-to-bronze work (1M generated records, warm: 9.0 s -> 5.9 s)."""
+    canonical = list(kind.columns)
+    return headers.select(
+        "source_file", "header", F.size("header").alias("_width"),
+        F.array(*[F.array_position("header", c).cast("int") for c in canonical]).alias("_positions"),
+        F.exists("header", lambda h: ~F.array_contains(F.lit(canonical), h)).alias("_has_extras"))
+
+
+def _headerless_layout(fields, kind: LandingKind) -> list:
+    """The canonical order, with the optional tail absent when the line is short of it."""
+    full = len(kind.columns)
+    short = full - len(kind.optional_tail)
+    is_full = F.size(fields) == full
+    return [F.when(is_full, F.lit(full)).otherwise(F.lit(short)).alias("_width"),
+            F.when(is_full, F.array(*[F.lit(i + 1) for i in range(full)]))
+            .otherwise(F.array(*[F.lit(i + 1 if i < short else 0) for i in range(full)])).alias("_positions"),
+            F.lit(None).cast("array<string>").alias("header"), F.lit(False).alias("_has_extras")]
+
+
 def to_bronze(lines: DataFrame, headers: DataFrame, kind: LandingKind, run_id: str, ingest_date: date) -> DataFrame:
     """(source_file, line_number, raw_record) + per-file header -> bronze rows, all strings.
 
@@ -154,19 +176,18 @@ def to_bronze(lines: DataFrame, headers: DataFrame, kind: LandingKind, run_id: s
     canonical = list(kind.columns)
     df = lines.withColumn("fields", split_fields(F.col("raw_record")))
     if kind.has_header:
-        df = df.join(F.broadcast(headers), "source_file")
+        df = df.join(F.broadcast(_file_layouts(headers, kind)), "source_file")
     else:
-        short = F.lit(canonical[: len(canonical) - len(kind.optional_tail)])
-        df = df.withColumn("header", F.when(F.size("fields") == len(canonical), F.lit(canonical)).otherwise(short))
-    bad_width = F.size("fields") != F.size("header")
+        df = df.select("*", *_headerless_layout(F.col("fields"), kind))
+    bad_width = F.size("fields") != F.col("_width")
     parse_error = (F.when(F.instr("raw_record", "\ufffd") > 0, F.lit(f"{R.MALFORMED_ROW}: invalid UTF-8 bytes"))
                    .when(bad_width, F.format_string(f"{R.MALFORMED_ROW}: %d fields, header has %d",
-                                                    F.size("fields"), F.size("header"))))
+                                                    F.size("fields"), F.col("_width"))))
     ok = ~bad_width
-    values = [F.when(ok & (F.array_position("header", c) > 0),
-                     F.element_at("fields", F.array_position("header", c).cast("int"))).alias(c) for c in canonical]
-    extras = F.when(ok, F.map_filter(F.map_from_arrays("header", "fields"),
-                                     lambda k, v: ~F.array_contains(F.lit(canonical), k)))
+    values = [F.when(ok & (F.col("_positions")[i] > 0), F.element_at("fields", F.col("_positions")[i])).alias(c)
+              for i, c in enumerate(canonical)]
+    only_extras = F.map_filter(F.map_from_arrays("header", "fields"), lambda k, v: ~F.array_contains(F.lit(canonical), k))
+    extras = F.when(ok, F.when(F.col("_has_extras"), only_extras).otherwise(F.create_map().cast("map<string,string>")))
     return df.select(*values, extras.alias("extra_columns"), "source_file", "line_number", "raw_record",
                      parse_error.alias("parse_error"), F.lit(run_id).alias("run_id"),
                      F.lit(ingest_date).alias("ingest_date"))
