@@ -11,12 +11,13 @@ import logging
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common.config import Config
 from jobs.common.delta_io import merge
-from schemas.validation_rules import Rule, rules_for
+from schemas.validation_rules import RULES, Rule, rules_for
 
 RESULTS_SCHEMA = ("run_id string, logical_date date, record_type string, expectation string, column_name string, "
                   "reason_code string, success boolean, element_count long, unexpected_count long, "
@@ -71,13 +72,33 @@ def _context(conf: Config):
     return context
 
 
+def suite_input(batch: DataFrame) -> DataFrame:
+    """The batch narrowed to the columns the suites check, plus record_type to split it by.
+
+    The suites scan their input about five times per record type (one Spark job per level of
+    GX's metric graph). The classified batch is a checkpoint of whole rows, raw record included,
+    which no scan can prune: at 10M records those scans took 115 s. Narrowed and cached in Spark's
+    columnar form, each scan reads only these columns."""
+    return batch.select("record_type", *sorted({rule.column for rule in RULES}))
+
+
 def validate_batches(spark: SparkSession, conf: Config, batch: DataFrame, bounds: dict, run_id: str,
                      logical_date: date) -> dict:
     """Run each record type's suite; store results; return {'failed': [...], 'docs': path}."""
+    checked = suite_input(batch).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _validate(spark, conf, checked, bounds, run_id, logical_date)
+    finally:
+        checked.unpersist()
+
+
+def _validate(spark: SparkSession, conf: Config, batch: DataFrame, bounds: dict, run_id: str,
+              logical_date: date) -> dict:
     import great_expectations as gx
 
     context = _context(conf)
-    source = context.data_sources.add_spark(name="silver_batch")
+    # GX would persist each record type's slice itself (whole rows) and never release it
+    source = context.data_sources.add_spark(name="silver_batch", persist=False)
     mostly = conf.validation.mostly
     rows, failed = [], []
     now = datetime.now(timezone.utc).replace(tzinfo=None)

@@ -248,3 +248,32 @@ def test_the_batch_is_classified_once_and_what_is_built_on_it_starts_from_its_ro
     leaves = once._jdf.queryExecution().analyzed().collectLeaves()
     assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
     assert sorted((r.line_number, r.outcome) for r in once.collect()) == [(2, "single"), (3, "duplicate"), (4, "single")]
+
+
+def test_the_expectations_scan_a_cached_narrow_copy_of_the_batch_and_release_it(spark, conf):
+    """The suites read only the columns their rules check (never the raw record), from Spark's
+    columnar cache, which is dropped once the results are stored."""
+    from jobs import data_quality
+    from schemas.validation_rules import RULES
+
+    batch = checked(spark, voice_bronze(spark, {}, {"call_duration": "-42"}, {"call_reference": "B"}))
+    narrow = data_quality.suite_input(batch)
+    assert set(narrow.columns) == {"record_type"} | {rule.column for rule in RULES} and "raw_record" not in narrow.columns
+
+    cache = spark._jsparkSession.sharedState().cacheManager()
+    seen = []
+    real_context = data_quality._context
+
+    def spying_context(conf_):
+        seen.append(not cache.isEmpty())          # the narrow copy is cached while GX runs
+        return real_context(conf_)
+
+    data_quality._context = spying_context
+    try:
+        found = data_quality.validate_batches(spark, conf, batch, run_bounds(CONF, date(2026, 11, 2)), "run-1",
+                                              date(2026, 11, 2))
+    finally:
+        data_quality._context = real_context
+    assert seen == [True] and cache.isEmpty()
+    assert found["expectations"] == len([r for r in RULES if "voice" in r.record_types])
+    assert any("NEGATIVE" in f or "usage" in f for f in found["failed"])     # 1 of 3 negative: above 5 %
