@@ -145,6 +145,11 @@ def split_fields(line):
     return F.when(F.instr(line, '"') == 0, plain).otherwise(quoted)
 
 
+def _is_extra(name, kind: LandingKind):
+    """A header name beyond the kind's canonical columns: kept in extra_columns."""
+    return ~F.array_contains(F.lit(list(kind.columns)), name)
+
+
 def _file_layouts(headers: DataFrame, kind: LandingKind) -> DataFrame:
     """Per file: its width, where each canonical column sits in its header (1-based, 0 when absent)
     and whether it carries columns beyond them. Worked out once per file rather than per line: the
@@ -153,7 +158,7 @@ def _file_layouts(headers: DataFrame, kind: LandingKind) -> DataFrame:
     return headers.select(
         "source_file", "header", F.size("header").alias("_width"),
         F.array(*[F.array_position("header", c).cast("int") for c in canonical]).alias("_positions"),
-        F.exists("header", lambda h: ~F.array_contains(F.lit(canonical), h)).alias("_has_extras"))
+        F.exists("header", lambda h: _is_extra(h, kind)).alias("_has_extras"))
 
 
 def _headerless_layout(fields, kind: LandingKind) -> list:
@@ -186,7 +191,7 @@ def to_bronze(lines: DataFrame, headers: DataFrame, kind: LandingKind, run_id: s
     ok = ~bad_width
     values = [F.when(ok & (F.col("_positions")[i] > 0), F.element_at("fields", F.col("_positions")[i])).alias(c)
               for i, c in enumerate(canonical)]
-    only_extras = F.map_filter(F.map_from_arrays("header", "fields"), lambda k, v: ~F.array_contains(F.lit(canonical), k))
+    only_extras = F.map_filter(F.map_from_arrays("header", "fields"), lambda k, v: _is_extra(k, kind))
     extras = F.when(ok, F.when(F.col("_has_extras"), only_extras).otherwise(F.create_map().cast("map<string,string>")))
     return df.select(*values, extras.alias("extra_columns"), "source_file", "line_number", "raw_record",
                      parse_error.alias("parse_error"), F.lit(run_id).alias("run_id"),
