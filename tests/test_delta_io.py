@@ -94,3 +94,17 @@ def test_wide_tables_keep_statistics_only_for_the_columns_reads_skip_files_by(sp
     path = str(tmp_path / "silver" / "quarantine_like")
     append(spark.createDataFrame([("a", 1)], "x string, y int"), path)
     assert _statistics_columns(path) == [["x", "y"]]
+
+
+def test_a_merge_writes_one_day_from_every_task_that_holds_its_rows(spark, tmp_path):
+    """A day's rows share one partition value: the MERGE writes them from the tasks that hold
+    them (in parallel, no shuffle of the wide rows), not funnelled into one task by that value."""
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "events")
+    day = date(2026, 11, 2)
+    rows = spark.createDataFrame([(f"e{i}", day, i) for i in range(40)], SCHEMA).repartition(4)
+    merge(rows, path, ["event_id"], update=False, partition_by=["event_date"], prune_on="event_date")
+    metrics = DeltaTable.forPath(spark, path).history(1).collect()[0].operationMetrics
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetFilesAdded"]) == ("40", "4")
+    assert read_table(spark, path).count() == 40

@@ -29,6 +29,10 @@ def session_settings(conf: Config) -> dict[str, str]:
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.databricks.delta.snapshotPartitions": str(max(1, conf.spark.shuffle_partitions)),
         "spark.databricks.delta.stalenessLimit": "0",
+        # A MERGE into a partitioned table otherwise hash-partitions its rows by the partition
+        # column first: a day's events share one event_date, so one task wrote the whole day while
+        # the other core idled, and the shuffle of every wide row spilled (5 GB at 10M records).
+        "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         # INFO lines of every spark-submit end up in the Airflow task log, line by line
         "spark.log.level": "WARN",
