@@ -242,12 +242,17 @@ def test_finding_repeats_shuffles_only_key_columns_never_the_wide_rows(spark):
 
 def test_the_batch_is_classified_once_and_what_is_built_on_it_starts_from_its_rows(spark):
     """Quarantine rows, events, parts, duplicates, keys and the expectations all read the classified
-    batch: its rows are computed once, and their plans start from them, not from bronze again."""
-    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"}))
+    batch: its rows are computed once, and their plans start from them, not from bronze again;
+    they hold the raw record only where a table keeps it."""
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"},
+                                        {"call_reference": "C", "call_duration": "-42"},
+                                        {"call_reference": "D", "sequence_number": "2"}))
     once = classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS)))
     leaves = once._jdf.queryExecution().analyzed().collectLeaves()
     assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
-    assert sorted((r.line_number, r.outcome) for r in once.collect()) == [(2, "single"), (3, "duplicate"), (4, "single")]
+    # the raw record is kept only where a table stores it: the quarantine row, the stored part
+    assert sorted((r.line_number, r.outcome, r.raw_record) for r in once.collect()) == [
+        (2, "single", None), (3, "duplicate", None), (4, "single", None), (5, "quarantined", "raw"), (6, "part", "raw")]
 
 
 def test_the_expectations_scan_a_cached_narrow_copy_of_the_batch_and_release_it(spark, conf, monkeypatch):
