@@ -150,9 +150,10 @@ def classify(marked: DataFrame) -> DataFrame:
 
 
 def narrow_for_writes(classified: DataFrame) -> DataFrame:
-    """What the run's writes and suites need of the classified batch: the raw record only where a
+    """The classified batch as the run's writes and suites read it: the raw record only where a
     table keeps it (quarantine rows, stored parts), not on the singles and duplicates (most rows),
-    whose events and duplicate rows point at their file and line instead."""
+    whose events and duplicate rows point at their file and line instead; and without is_partial,
+    which only `classify` reads."""
     keeps_raw = F.col("outcome").isin("quarantined", "part")
     return classified.drop("is_partial").withColumn("raw_record", F.when(keeps_raw, F.col("raw_record")))
 
