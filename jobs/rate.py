@@ -25,6 +25,9 @@ from schemas.tables import ADJUSTMENTS, COST, EVENTS, INVOICE_LINE_EVENTS, INVOI
 STAGE = "rate"
 QUARANTINE_KEY = ["event_id"]          # one rating-quarantine row per event
 LOOKBACK_DAYS = 62
+# an event's columns that its rated row does not store, only its quarantine row (in event_json); a
+# rated row's run_id is the rating run's, not the event's
+UNRATED_ONLY = [name for name in EVENTS.fieldNames() if name not in RATED_EVENTS.fieldNames()] + ["run_id"]
 
 
 def keyed_hash(value: Column, key: str) -> Column:
@@ -50,11 +53,19 @@ def price(events: DataFrame, tariff: CompiledTariff, conf: Config) -> DataFrame:
     return rate_events(chargeable, tariff, conf.operator.timezone).unionByName(free)
 
 
+def narrow_for_writes(priced: DataFrame) -> DataFrame:
+    """The priced events as the run's writes read them: the columns a rated row does not store
+    (numbers, network fields, source files, the validate run's id) kept only on the events that
+    could not be rated, whose quarantine row carries the whole event."""
+    unrated = F.col("rating_reason").isNotNull()
+    return priced.withColumns({name: F.when(unrated, F.col(name)) for name in UNRATED_ONLY})
+
+
 def price_now(events: DataFrame, tariff: CompiledTariff, conf: Config) -> DataFrame:
     """`price`, computed once and cut from its inputs (the callers then write tables it read), in
     the small generated methods the rating code needs to be JIT-compiled."""
     with small_generated_methods(events.sparkSession):
-        return price(events, tariff, conf).localCheckpoint(eager=True)
+        return narrow_for_writes(price(events, tariff, conf)).localCheckpoint(eager=True)
 
 
 def to_rated_rows(priced: DataFrame, conf: Config, tariff_version: str, run_id: str, now: datetime) -> DataFrame:

@@ -45,6 +45,28 @@ def test_unratable_events_wait_in_quarantine_until_recycle_rates_them(spark, con
     assert rate.recycle(spark, fixed).records_in == 0           # nothing left: idempotent
 
 
+def test_the_priced_batch_keeps_what_only_a_quarantine_row_stores_only_where_rating_failed(spark, conf, tmp_path):
+    """The checkpointed batch is what the MERGEs read: a rated row's numbers, network fields and
+    source files are not written anywhere, an unratable event's all go into its quarantine row."""
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    _, compiled = rate.load_rules(spark, conf)
+    events = spark.createDataFrame([_event("a", "4930"), _event("b", "3312"), _event("c", "3312", chargeable=False)], EVENTS)
+    source = {r.event_id: r for r in events.collect()}
+    frame = rate.price_now(events, compiled, conf)
+    priced = {r.event_id: r for r in frame.collect()}
+    assert rate.UNRATED_ONLY == ["source_files", "served_msisdn", "destination", "plan_id", "tax_region",
+                                 "msc_outgoing_tkgp", "apn", "serving_plmn", "run_id"]
+    for event_id in "ac":
+        assert priced[event_id].rating_reason is None
+        assert all(priced[event_id][name] is None for name in rate.UNRATED_ONLY), priced[event_id]
+        assert all(priced[event_id][name] == source[event_id][name] for name in EVENTS.fieldNames()
+                   if name not in rate.UNRATED_ONLY)
+    assert priced["b"].rating_reason == "UNAUTHORIZED_DESTINATION"
+    assert all(priced["b"][name] == source["b"][name] for name in EVENTS.fieldNames())
+    rated = {r.event_id: r.cost for r in rate.to_rated_rows(frame, conf, "v1", "run-1", datetime(2026, 11, 6)).collect()}
+    assert set(rated) == {"a", "c"} and str(rated["a"]) == "1.0000000000" and rated["c"] == 0
+
+
 def test_rerating_an_invoiced_event_adjusts_the_next_invoice(spark, conf, tmp_path):
     from jobs import bill
     from tests.test_bill_run import write_subscribers
