@@ -12,9 +12,12 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= jobs.airflow_stage.SQLITE_
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[2]", "extra": {"spark-binary": "spark-submit"}}
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup venv jars airflow-db demo test airflow bench bench-tariff bench-cluster cluster-up cluster-down clean
+# the driver JVM's class-data archive (jobs/common/class_archive.py): recorded once, mapped by every driver
+CLASS_ARCHIVE := .jars/driver-classes.jsa
 
-setup: venv jars airflow-db
+.PHONY: setup venv jars class-archive airflow-db demo test airflow bench bench-tariff bench-cluster cluster-up cluster-down clean
+
+setup: venv jars $(CLASS_ARCHIVE) airflow-db
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py constraints.txt
@@ -26,6 +29,13 @@ $(VENV)/.installed: setup.py constraints.txt
 
 jars: $(VENV)/.installed
 	$(BIN)/python -m jobs.common.jars
+
+$(CLASS_ARCHIVE): $(VENV)/.installed | jars
+	$(BIN)/python -m jobs.common.class_archive
+
+# record it again (after a JDK update, say: the JVM then ignores the old one, with a warning)
+class-archive: jars
+	$(BIN)/python -m jobs.common.class_archive
 
 airflow-db: $(VENV)/.installed
 	@mkdir -p $(AIRFLOW_HOME)

@@ -85,4 +85,6 @@ def test_the_demo_and_its_spark_submits_start_their_jvms_for_short_runs(base_con
                if task.task_type == "SparkSubmitOperator"]
     assert submits
     for task in submits:
-        assert task.conf["spark.driver.extraJavaOptions"].split() == ["-Dlog4j2.level=WARN", "-XX:TieredStopAtLevel=1"]
+        options = task.conf["spark.driver.extraJavaOptions"].split()
+        assert {"-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=256m"} <= set(options)
+        assert [o for o in options if o.startswith("-XX:SharedArchiveFile=")], "the tasks' drivers map the class archive"

@@ -46,6 +46,10 @@ class SparkSettings(_Section):
     # tests' spark-submits), where most of a fresh JVM's CPU goes to C2 compiling code that then
     # runs for seconds. Never for real volumes: C2's code is what makes millions of events fast.
     quick_start_jit: bool = False
+    # The driver JVM's class-data archive, built by `make setup` (jobs/common/class_archive.py):
+    # a fresh driver maps Spark's and Delta's classes from it instead of loading them from jars.
+    # Relative to the project; "" turns it off; a missing or stale one is ignored by the JVM.
+    class_archive: str = ".jars/driver-classes.jsa"
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("master")

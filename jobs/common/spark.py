@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jobs.common import class_archive
 from jobs.common.config import Config
 from jobs.common.jars import required_jars
 
@@ -44,10 +45,13 @@ def session_settings(conf: Config) -> dict[str, str]:
 
 def driver_java_options(conf: Config) -> list[str]:
     """The driver JVM's flags (set when it starts: by spark-submit, or by PySpark's launcher)."""
-    options = ["-Dlog4j2.level=WARN"]
+    options = ["-Dlog4j2.level=WARN", *class_archive.java_options(conf.spark)]
     if conf.spark.quick_start_jit:
         # A tiny day's five stages, a fresh JVM each: 632 JVM CPU-s with C2, 369 with C1 only.
         options.append("-XX:TieredStopAtLevel=1")
+        # C1 alone gets a 48 MB code cache, which one driver running collect then validate filled
+        # (the JVM then flushes compiled code and compiles it again); it used 60 MB for a whole day.
+        options.append("-XX:ReservedCodeCacheSize=256m")
     return options
 
 
