@@ -20,7 +20,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from jobs.common.config import PROJECT_ROOT, Config, SparkSettings
+from jobs.common.config import PROJECT_ROOT, Config, SparkSettings, project_path
 
 TRAINING_DAY = date(2026, 11, 9)
 
@@ -29,8 +29,7 @@ def archive_path(settings: SparkSettings) -> Path | None:
     """Where the archive is (or will be built); None where configuration turns it off."""
     if not settings.class_archive:
         return None
-    path = Path(settings.class_archive)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return project_path(settings.class_archive)
 
 
 def java_options(settings: SparkSettings) -> list[str]:

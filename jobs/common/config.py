@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONF = PROJECT_ROOT / "conf" / "local.yaml"
+
+
+def project_path(setting: str) -> Path:
+    """A configured path: as given when absolute, else relative to the project (not the cwd)."""
+    path = Path(setting)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 ENV_PREFIX = "CDR_BILLING__"
 ENV_CONF_FILE = "CDR_BILLING_CONF"
 

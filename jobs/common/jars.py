@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.common.config import PROJECT_ROOT, SparkSettings
+from jobs.common.config import SparkSettings, project_path
 
 FETCH_HINT = "run `make jars` (or `python -m jobs.common.jars`) to fetch them from Maven Central"
 
@@ -25,8 +25,7 @@ def jar_coordinates(settings: SparkSettings) -> list[str]:
 
 
 def jars_dir(settings: SparkSettings) -> Path:
-    path = Path(settings.jars_dir)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return project_path(settings.jars_dir)
 
 
 def _jar_file(coordinate: str) -> str:
