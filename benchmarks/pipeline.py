@@ -96,7 +96,10 @@ def executor_peaks_mb(app_id: str) -> dict:
     for executor in _status(app_id, "allexecutors"):
         metrics = executor.get("peakMemoryMetrics") or {}
         peaks[executor["id"]] = {"heap": round(metrics.get("JVMHeapMemory", 0) / 2**20),
-                                 "off_heap": round(metrics.get("JVMOffHeapMemory", 0) / 2**20)}
+                                 "off_heap": round(metrics.get("JVMOffHeapMemory", 0) / 2**20),
+                                 # time its tasks spent in garbage collection (a heap too small shows here)
+                                 "task_gc_s": round(executor.get("totalGCTime", 0) / 1000, 1),
+                                 "task_s": round(executor.get("totalDuration", 0) / 1000, 1)}
     return peaks
 
 
@@ -106,7 +109,7 @@ def _seconds(stamp: str) -> float:
     return datetime.strptime(stamp.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
-def where_time_went(app_id: str, after_job: int, top: int = 6) -> tuple[int, list]:
+def where_time_went(app_id: str, after_job: int, top: int = 10) -> tuple[int, list]:
     """Spark jobs run since `after_job`, wall seconds summed by call site (the profile of a stage)."""
     jobs = [j for j in _status(app_id, "jobs") if j["jobId"] > after_job and j.get("completionTime")]
     by_site: dict[str, float] = {}

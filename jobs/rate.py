@@ -99,9 +99,11 @@ def load_rules(spark: SparkSession, conf: Config) -> tuple[Tariff, CompiledTarif
     return tariff, CompiledTariff(spark, tariff, conf.operator.tenant)
 
 
-def write_rated(rated: DataFrame, conf: Config, update: bool = False) -> None:
+def write_rated(rated: DataFrame, conf: Config, update: bool = False, event_days: set | None = None) -> None:
+    """MERGE rated rows on event_id, reading only their days' partitions (`event_days` where the
+    caller has counted them, else found by a pass over `rated`)."""
     merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"],
-          prune_on="event_date")
+          prune_on="event_date", prune_values=event_days)
 
 
 def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
@@ -122,8 +124,14 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
     # path it writes, so a persisted `priced` was rated a second time after the MERGE below
     # (half of this stage's time at 1M events, and against the table's new state).
     priced = price_now(todo, compiled, conf)
-    outcome = {r.rating_reason: r["count"] for r in priced.groupBy("rating_reason").count().collect()}
-    write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf)
+    # by reason and by the rated events' dates at once: the counts, and the partitions the MERGE reads
+    outcome, rated_days = {}, set()
+    for row in priced.groupBy("rating_reason", F.when(F.col("rating_reason").isNull(), F.col("event_date"))
+                              .alias("event_date")).count().collect():
+        outcome[row.rating_reason] = outcome.get(row.rating_reason, 0) + row["count"]
+        if row.rating_reason is None:
+            rated_days.add(row.event_date)
+    write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf, event_days=rated_days)
     merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
           ["quarantine_id"], update=False)
     return outcome

@@ -40,6 +40,22 @@ def test_a_pruned_merge_matches_on_the_key_within_each_source_day(spark, tmp_pat
     assert sorted((r.event_id, int(r.amount)) for r in read_table(spark, path).collect()) == [("a", 9), ("b", 9), ("c", 3)]
 
 
+def test_a_merge_given_the_source_days_reads_those_and_does_not_look_for_them(spark, tmp_path):
+    """A caller that counted the source's days passes them: the MERGE takes them as given (no pass
+    over the source to find them), so a day left out is a day it does not match rows in."""
+    path = str(tmp_path / "events")
+    day, other = date(2026, 11, 2), date(2026, 11, 3)
+    rows = spark.createDataFrame([("a", day, 1), ("b", other, 2)], SCHEMA)
+    merge(rows, path, ["event_id"], update=False, partition_by=["event_date"], prune_on="event_date",
+          prune_values={day, other})
+    merge(rows, path, ["event_id"], update=False, partition_by=["event_date"], prune_on="event_date",
+          prune_values=[day, other])
+    assert read_table(spark, path).count() == 2
+    merge(rows, path, ["event_id"], update=False, partition_by=["event_date"], prune_on="event_date",
+          prune_values=[day])
+    assert sorted(r.event_id for r in read_table(spark, path).collect()) == ["a", "b", "b"]
+
+
 def test_an_append_reads_nothing_of_the_table(spark, tmp_path):
     """Rows new by construction (a run's audit record) are appended: earlier files are not read,
     so recording a run never waits on, rewrites or conflicts over other runs' records."""

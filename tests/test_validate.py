@@ -8,7 +8,7 @@ from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber, subscriber_periods
 from jobs.standardise import standardise_voice
 from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, classify_once, evaluate_groups, find_repeats, mark_duplicates,
-                           read_key_window, run_bounds, write_record_keys)
+                           not_singles, read_key_window, run_bounds, tally_outcomes, write_record_keys)
 from schemas import reason_codes as R
 from schemas.landing import VOICE
 from schemas.tables import RECORD_KEYS, bronze_schema
@@ -89,7 +89,7 @@ def test_a_key_back_after_the_window_is_indexed_again_so_its_next_repeat_is_a_du
     back = first + timedelta(days=DEDUP_WINDOW_DAYS + 8)
 
     def index(day, source_file):
-        write_record_keys(spark.createDataFrame([("voice", "MSC01|A|1", source_file, 2, "r", day)], RECORD_KEYS), path)
+        write_record_keys(spark.createDataFrame([("voice", "MSC01|A|1", source_file, 2, "r", day)], RECORD_KEYS), path, day)
 
     index(first, "cdr/voice/first.csv")
     assert read_key_window(spark, path, back).count() == 0          # out of the window: new again
@@ -253,6 +253,29 @@ def test_the_batch_is_classified_once_and_what_is_built_on_it_starts_from_its_ro
     # the raw record is kept only where a table stores it: the quarantine row, the stored part
     assert sorted((r.line_number, r.outcome, r.raw_record) for r in once.collect()) == [
         (2, "single", None), (3, "duplicate", None), (4, "single", None), (5, "quarantined", "raw"), (6, "part", "raw")]
+
+
+def test_one_pass_counts_the_outcomes_and_the_local_dates_of_the_events_they_become(spark):
+    """The run's counts and the days its events MERGE reads come from one pass: singles by the
+    operator-zone date of their start (23:30 UTC on 1 November is 2 November in Berlin)."""
+    batch = checked(spark, voice_bronze(spark, {"answer_time": "2026-11-01T23:30:00Z", "seizure_time": "2026-11-01T23:29:00Z"},
+                                        {}, {"call_reference": "2"}, {"call_duration": "-42"}, {"sequence_number": "2"}))
+    classified = classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS)))
+    assert sorted((r.outcome, r.event_date, r["count"]) for r in tally_outcomes(classified, CONF).collect()) == [
+        ("duplicate", None, 1), ("part", None, 1), ("quarantined", None, 1),
+        ("single", date(2026, 11, 2), 2)]
+
+
+def test_the_rows_that_are_not_single_events_get_a_checkpoint_of_their_own(spark):
+    """Quarantine, duplicates and partials read only the ~1 % of rows that are not singles, from
+    rows of their own, not by a pass over the whole classified batch."""
+    batch = checked(spark, voice_bronze(spark, {}, {"call_reference": "2"}, {"call_duration": "-42"},
+                                        {"sequence_number": "2"}, {"call_reference": "Z"}))
+    others = not_singles(classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))))
+    leaves = others._jdf.queryExecution().analyzed().collectLeaves()
+    assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
+    assert sorted((r.line_number, r.outcome) for r in others.collect()) == [
+        (3, "duplicate"), (4, "quarantined"), (5, "part")]
 
 
 def test_the_expectations_scan_a_cached_narrow_copy_of_the_batch_and_release_it(spark, conf, monkeypatch):

@@ -94,15 +94,17 @@ def append(df: DataFrame, path: str, partition_by: Iterable[str] = ()) -> None:
 
 
 def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
-          partition_by: Iterable[str] = (), prune_on: str | None = None) -> None:
+          partition_by: Iterable[str] = (), prune_on: str | None = None, prune_values: Iterable | None = None) -> None:
     """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing.
 
     `prune_on` names a partition column that the keys determine (an event's date, for its id): the
     MERGE then reads only the target partitions holding the source's values of it, not the whole
-    table, which grows by a day's partition every day."""
+    table, which grows by a day's partition every day. Those values are found by a pass over the
+    source, unless the caller gives them as `prune_values` (every value the source holds: a row
+    of another value would not be matched), having counted them in a pass it makes anyway."""
     spark = df.sparkSession
     ensure_table(spark, path, df.schema, partition_by)
-    condition = _on(df, keys, prune_on)
+    condition = _on(df, keys, prune_on, prune_values)
 
     def _run() -> None:
         builder = _matched(df, path, condition)
@@ -114,15 +116,15 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
     with_conflict_retry(_run)
 
 
-def _on(df: DataFrame, keys: Iterable[str], prune_on: str | None = None):
+def _on(df: DataFrame, keys: Iterable[str], prune_on: str | None = None, values: Iterable | None = None):
     """The MERGE condition: `keys` equal (nulls equal too), and with `prune_on` (see `merge`) the
     target limited to the source's values of that partition column."""
     condition = F.expr(" AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
     if prune_on is None:
         return condition
-    values = [row[0] for row in df.select(prune_on).distinct().collect()]
+    values = set(values) if values is not None else {row[0] for row in df.select(prune_on).distinct().collect()}
     target = F.col(f"t.`{prune_on}`")
-    in_source = target.isin([v for v in values if v is not None]) | (target.isNull() if None in values else F.lit(False))
+    in_source = target.isin(sorted(v for v in values if v is not None)) | (target.isNull() if None in values else F.lit(False))
     return condition & target.eqNullSafe(F.col(f"s.`{prune_on}`")) & in_source
 
 
