@@ -323,7 +323,9 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         if typed is not None:
             subscribers = read_subscribers(spark, conf.paths.reference, conf.operator.timezone)
             checked = apply_rules(attach_subscriber(typed, F.broadcast(subscribers)), bounds)
-            repeats = find_repeats(checked, read_key_window(spark, silver("record_keys"), logical_date)).persist()
+            # from the standardised rows, not the checked ones: a key needs neither the subscriber
+            # join (which Spark cannot prune away) nor the rules, only bronze's key columns
+            repeats = find_repeats(typed, read_key_window(spark, silver("record_keys"), logical_date)).persist()
             small = repeats.count() <= BROADCAST_REPEATS_MAX
             batch = classify_once(checked, repeats, broadcast=small)
             for row in tally_outcomes(batch, conf).collect():
