@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.common.config import PROJECT_ROOT, load_config  # noqa: E402
+from schemas.landing import CDR_KINDS  # noqa: E402
 from schemas.tables import BRONZE_TABLES  # noqa: E402
 
 DAY = date(2026, 11, 4)                    # a Wednesday: peak and off-peak bands both in play
@@ -169,7 +170,7 @@ def bare_parse(spark, landing: Path) -> tuple[float, int]:
 # each is partitioned by, and whether that column is the run's date (only that partition is the
 # run's: the key index may hold earlier days, see --key-window-days): the I/O floor of a pipeline
 # that keeps bronze, silver and gold.
-COPIED_TABLES = (*[("bronze", table, "ingest_date", True) for kind, table in BRONZE_TABLES.items() if kind != "traffic"],
+COPIED_TABLES = (*[("bronze", BRONZE_TABLES[kind.name], "ingest_date", True) for kind in CDR_KINDS],
                  ("silver", "events", "event_date", False), ("silver", "record_keys", "key_date", True),
                  ("gold", "rated_events", "event_date", False))
 
@@ -203,7 +204,7 @@ def prefill_key_window(spark, conf, day: date, keys_per_day: int, days: int) -> 
 
     from schemas.tables import RECORD_KEYS
 
-    kinds = F.array(*[F.lit(kind) for kind in BRONZE_TABLES if kind != "traffic"])
+    kinds = F.array(*[F.lit(kind.name) for kind in CDR_KINDS])
     rows = spark.range(keys_per_day * days).select(
         F.element_at(kinds, (F.col("id") % F.size(kinds) + 1).cast("int")).alias("record_type"),
         F.concat(F.lit("EARLIER|"), F.col("id").cast("string")).alias("record_key"),

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import merge, read_table
+from jobs.common.delta_io import merge, read_table, tally_with_partition_values
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.rating import CompiledTariff, rate_events, small_generated_methods
 from jobs.tariff import Tariff, load_tariff
@@ -124,13 +124,8 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
     # path it writes, so a persisted `priced` was rated a second time after the MERGE below
     # (half of this stage's time at 1M events, and against the table's new state).
     priced = price_now(todo, compiled, conf)
-    # by reason and by the rated events' dates at once: the counts, and the partitions the MERGE reads
-    outcome, rated_days = {}, set()
-    for row in priced.groupBy("rating_reason", F.when(F.col("rating_reason").isNull(), F.col("event_date"))
-                              .alias("event_date")).count().collect():
-        outcome[row.rating_reason] = outcome.get(row.rating_reason, 0) + row["count"]
-        if row.rating_reason is None:
-            rated_days.add(row.event_date)
+    outcome, rated_days = tally_with_partition_values(priced, "rating_reason", F.col("rating_reason").isNull(),
+                                                      F.col("event_date"))
     write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf, event_days=rated_days)
     merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
           ["quarantine_id"], update=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, TypeVar
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -114,6 +114,19 @@ def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
 
     kill_at(table_point(path))
     with_conflict_retry(_run)
+
+
+def tally_with_partition_values(df: DataFrame, by: str, written: Column, partition: Column) -> tuple[dict, set]:
+    """Row counts of `df` by its column `by`, and the values `partition` takes on the rows `written`
+    marks (a function of `by`), from one pass: the caller's counts and the `prune_values` of the
+    MERGE that writes those rows, which would otherwise make a pass of its own to find them."""
+    counts, values = {}, set()
+    grouped = df.groupBy(F.col(by), written.alias("_written"), F.when(written, partition).alias("_partition"))
+    for row in grouped.count().collect():
+        counts[row[by]] = counts.get(row[by], 0) + row["count"]
+        if row["_written"]:
+            values.add(row["_partition"])
+    return counts, values
 
 
 def _on(df: DataFrame, keys: Iterable[str], prune_on: str | None = None, values: Iterable | None = None):
