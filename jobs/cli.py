@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     rerate.add_argument("--dry-run", action="store_true", help="write nothing to rated_events; report the diff")
 
     sub.add_parser("recycle", help="retry suspended quarantine records after reference or tariff fixes")
+    sub.add_parser("rebuild-key-index", help="rebuild the duplicate key index (silver/record_keys) from bronze and "
+                                             "silver/duplicates, e.g. one of the layout before event dates")
     demo = sub.add_parser("demo", help="generate sample data and run the pipeline through the Airflow DAGs")
     demo.add_argument("--days", type=int, default=3, help="days of traffic to run")
     demo.add_argument("--events-per-day", type=int, default=2000, help="events per weekday")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("rerate", "recycle", "bill") or "rate" in stages:
             check_rules(conf)                      # an invalid plan stops the run before anything is written
         spark = build_spark(conf)
-        if args.command in ("run-day", "bill", "rerate", "recycle"):
+        if args.command in ("run-day", "bill", "rerate", "recycle", "rebuild-key-index"):
             check_warehouse(spark, conf)
         lock_key = _lock_key(args)
         if lock_key is None:
@@ -156,7 +158,7 @@ def _lock_key(args) -> str | None:
         return f"run-day {args.date}"
     if args.command == "bill":
         return f"bill {args.run_date}" if args.run_date else None
-    return args.command if args.command in ("rerate", "recycle") else None
+    return args.command if args.command in ("rerate", "recycle", "rebuild-key-index") else None
 
 
 def _run(args, spark, conf, stages: list[str]) -> int:
@@ -167,6 +169,13 @@ def _run(args, spark, conf, stages: list[str]) -> int:
             print(f"{name:<9} {args.date}  in={record.records_in:>9,}  rated={record.rated:>9,}  "
                   f"quarantined={record.quarantined:>7,}  duplicates={record.duplicates:>6,}  "
                   f"pending={record.pending:>6,}  {time.monotonic() - started:6.1f}s", flush=True)
+        return 0
+    if args.command == "rebuild-key-index":
+        from jobs.validate import rebuild_key_index
+
+        started = time.monotonic()
+        record = rebuild_key_index(spark, conf)
+        print(f"rebuild-key-index  keys indexed={record.records_in:,}  {time.monotonic() - started:6.1f}s")
         return 0
     if args.command == "sql":
         from jobs.common.catalog import register_tables

@@ -17,7 +17,8 @@ from pyspark.sql.window import Window
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import merge, read_table, table_exists, tally_with_partition_values, update_matched
+from jobs.common.delta_io import (merge, read_table, table_exists, tally_with_partition_values, update_matched,
+                                  with_conflict_retry)
 from jobs.common.expressions import local_date, lookup, sql_literal
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
@@ -30,7 +31,11 @@ from schemas.validation_rules import Rule, rules_for
 
 STAGE = "validate"
 PENDING, ASSEMBLED, EXPIRED = "pending", "assembled", "expired"
-DEDUP_WINDOW_DAYS = 62
+# A record repeats an indexed one with its key whose event dates are at most this many days apart.
+# A date, not a time: a re-sent record whose start was corrected (say, from UTC to local time) is
+# still caught, and the index is read a few days' partitions at a time, not a whole window of them.
+# Further apart, an equal key is a reused call reference: a new record.
+DUPLICATE_DAYS_APART = 1
 
 
 def run_bounds(conf: Config, logical_date: date) -> dict:
@@ -97,24 +102,47 @@ def apply_rules(typed: DataFrame, bounds: dict) -> DataFrame:
 BROADCAST_REPEATS_MAX = 2_000_000
 
 
-def find_repeats(batch: DataFrame, prior_keys: DataFrame) -> DataFrame:
-    """(source_file, line_number, first_source_file, first_line_number) of each keyed row whose key
-    was first seen elsewhere: in the key index (earlier runs), else at the lowest (source_file,
-    line_number) of the batch. A row is never its own repeat, so rerunning a batch finds the same.
+def key_occurrences(batch: DataFrame, timezone_name: str) -> DataFrame:
+    """(record_type, record_key, _at: where the row is, _date: its event date) of the batch's keyed
+    rows: all duplicate detection needs of them, small enough to keep while the index is read."""
+    keyed = F.col("parse_error").isNull() & F.col("record_key").isNotNull()
+    return batch.where(keyed).select(
+        "record_type", "record_key", F.struct("source_file", "line_number").alias("_at"),
+        local_date(F.col("event_start"), timezone_name).alias("_date"))
+
+
+def key_event_dates(occurrences: DataFrame) -> set:
+    """The event dates of the key occurrences (None for an unreadable start): which partitions of
+    the key index their repeats can be in, and which their new keys go to."""
+    return {row[0] for row in occurrences.select("_date").distinct().collect()}
+
+
+def find_repeats(occurrences: DataFrame, prior_keys: DataFrame) -> DataFrame:
+    """(source_file, line_number, first_source_file, first_line_number) of each key occurrence that
+    repeats an earlier record: one in the key index (earlier runs) with its key whose event date is
+    at most DUPLICATE_DAYS_APART from the row's own (both unreadable counts as equal), the earliest
+    indexed if several; else the batch's row with its key at the lowest (source_file, line_number).
+    A row is never its own repeat, so rerunning a batch finds the same.
 
     Only the key columns travel through the shuffle that groups equal keys, not the batch's wide
     rows (raw record and every typed field): at 10M records the pass that marks them took 126 s
     instead of 164 s (it reads bronze's key columns a second time, which takes back part of that)."""
-    keys = ["record_type", "record_key"]
-    keyed = F.col("parse_error").isNull() & F.col("record_key").isNotNull()
-    seen_at = batch.where(keyed).select(*keys, F.struct("source_file", "line_number").alias("_at"))
-    prior = prior_keys.select(*keys, F.struct("source_file", "line_number").alias("_prior"))
-    first = F.coalesce(F.col("_prior"), F.min("_at").over(Window.partitionBy(*keys)))
-    return (seen_at.join(prior, keys, "left").select("_at", first.alias("_first"))
+    prior = prior_keys.select(
+        F.col("record_type").alias("_prior_type"), F.col("record_key").alias("_prior_key"),
+        F.col("key_date").alias("_prior_seen"), F.struct("source_file", "line_number").alias("_prior"),
+        F.col("event_date").alias("_prior_date"))
+    near = ((F.abs(F.datediff("_prior_date", "_date")) <= DUPLICATE_DAYS_APART)
+            | (F.col("_prior_date").isNull() & F.col("_date").isNull()))
+    same_key = (F.col("record_type") == F.col("_prior_type")) & (F.col("record_key") == F.col("_prior_key"))
+    first = F.coalesce(F.col("_prior"), F.min("_at").over(Window.partitionBy("record_type", "record_key")))
+    # two index entries of a key can both be near a row (a day before and a day after it)
+    earliest = F.min(F.struct(F.col("_prior_seen"), F.col("_first"))).alias("_earliest")
+    return (occurrences.join(prior, same_key & near, "left").select("_at", "_prior_seen", first.alias("_first"))
             .where(F.col("_first") != F.col("_at"))
+            .groupBy("_at").agg(earliest)
             .select(F.col("_at.source_file").alias("source_file"), F.col("_at.line_number").alias("line_number"),
-                    F.col("_first.source_file").alias("first_source_file"),
-                    F.col("_first.line_number").alias("first_line_number")))
+                    F.col("_earliest._first.source_file").alias("first_source_file"),
+                    F.col("_earliest._first.line_number").alias("first_line_number")))
 
 
 def mark_duplicates(batch: DataFrame, repeats: DataFrame, broadcast: bool = True) -> DataFrame:
@@ -124,21 +152,64 @@ def mark_duplicates(batch: DataFrame, repeats: DataFrame, broadcast: bool = True
         *batch.columns, "first_source_file", "first_line_number")
 
 
-def read_key_window(spark: SparkSession, path: str, logical_date: date) -> DataFrame:
-    """The key index's entries a record of `logical_date` is judged against (the last 62 days)."""
-    return read_table(spark, path, RECORD_KEYS).where(
-        F.col("key_date") >= F.lit(logical_date - timedelta(days=DEDUP_WINDOW_DAYS)))
+def read_key_window(spark: SparkSession, path: str, event_dates: set) -> DataFrame:
+    """The key index's entries that records of `event_dates` are judged against: those of the dates
+    at most DUPLICATE_DAYS_APART from one of them (and of no date, if one is None). Only those
+    partitions are read: the index grows by a day's keys every day, a batch's dates stay few."""
+    near = sorted({day + timedelta(days=k) for day in event_dates if day is not None
+                   for k in range(-DUPLICATE_DAYS_APART, DUPLICATE_DAYS_APART + 1)})
+    wanted = F.col("event_date").isin(near) | (F.col("event_date").isNull() if None in event_dates else F.lit(False))
+    index = read_table(spark, path, RECORD_KEYS)
+    if "event_date" not in index.columns:
+        raise KeyIndexLayoutError(f"{path} is partitioned by the day a key was first seen (the layout before "
+                                  "event dates); run `cdr-billing rebuild-key-index` once to rebuild it")
+    return index.where(wanted)
 
 
-def write_record_keys(keys: DataFrame, path: str, key_date: date) -> None:
-    """Index the keys first seen in a run, under the run's date (`key_date`, which every row carries).
+class KeyIndexLayoutError(RuntimeError):
+    """The key index was written by an earlier version, without event dates."""
 
-    The MERGE matches only the run's own date partition: a key within the window was marked a
-    duplicate and never gets here, so the only match possible is a rerun's. That keeps the
-    MERGE from reading the whole index (which grows by a day's records every day), and a key
-    back after the window is indexed again under its new date, so its next repeat is caught."""
-    merge(keys, path, ["record_type", "record_key"], update=False, partition_by=["key_date"], prune_on="key_date",
-          prune_values=[key_date])
+
+def rebuild_key_index(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
+    """silver/record_keys made again from what it indexes: every keyed bronze record that
+    silver/duplicates does not list as a repeat, under the date it was ingested (its validate run's
+    logical date) and its event date. One atomic overwrite: for an index of the earlier layout, or
+    one lost. The run (keys indexed: records_in) goes to audit/pipeline_runs like any other."""
+    record = record or RunRecord("rebuild_key_index", None)
+    with audited(spark, conf, record):
+        repeats = read_table(spark, conf.table_path("silver", "duplicates"), DUPLICATES).select("source_file", "line_number")
+        frames = []
+        for kind in CDR_KINDS:
+            path = conf.table_path("bronze", BRONZE_TABLES[kind.name])
+            if table_exists(spark, path):
+                bronze = read_table(spark, path)
+                # standardising drops the ingest date; a file is ingested once, so its lines name it
+                ingested = bronze.select("source_file", "line_number", F.col("ingest_date").alias("key_date"))
+                frames.append(STANDARDISERS[kind.name](bronze, conf.operator)
+                              .where(F.col("parse_error").isNull() & F.col("record_key").isNotNull())
+                              .join(repeats, ["source_file", "line_number"], "left_anti")
+                              .join(ingested, ["source_file", "line_number"])
+                              .select("record_type", "record_key", "source_file", "line_number",
+                                      F.lit(record.run_id).alias("run_id"), "key_date", event_date(conf).alias("event_date")))
+        keys = reduce(DataFrame.unionByName, frames, spark.createDataFrame([], RECORD_KEYS)).localCheckpoint(eager=True)
+        # the whole table (its partitioning too), not only the partitions written: static mode
+        writer = (keys.write.format("delta").mode("overwrite").option("partitionOverwriteMode", "static")
+                  .option("overwriteSchema", "true").partitionBy("event_date"))
+        with_conflict_retry(lambda: writer.save(conf.table_path("silver", "record_keys")))
+        record.records_in = keys.count()
+    return record
+
+
+def write_record_keys(keys: DataFrame, path: str, event_dates: set) -> None:
+    """Index the keys first seen in a run, partitioned by their event date; `event_dates` holds
+    every event date among them (more do no harm).
+
+    The MERGE matches a key only within its own event date's partition, and reads only the
+    partitions of `event_dates`: a key near an indexed one was marked a duplicate and never gets
+    here, so the only match possible is a rerun's. A key far from its indexed entries (a call
+    reference the switch has wrapped round to) is new and indexed beside them."""
+    merge(keys, path, ["record_type", "record_key"], update=False, partition_by=["event_date"], prune_on="event_date",
+          prune_values=event_dates)
 
 
 def classify(marked: DataFrame) -> DataFrame:
@@ -324,12 +395,17 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
             checked = apply_rules(attach_subscriber(typed, F.broadcast(subscribers)), bounds)
             # from the standardised rows, not the checked ones: a key needs neither the subscriber
             # join (which Spark cannot prune away) nor the rules, only bronze's key columns
-            repeats = find_repeats(typed, read_key_window(spark, silver("record_keys"), logical_date)).persist()
+            tz = conf.operator.timezone
+            # kept: their dates choose the index partitions read, then they are matched against those
+            occurrences = key_occurrences(typed, tz).persist()
+            key_dates = key_event_dates(occurrences)
+            repeats = find_repeats(occurrences, read_key_window(spark, silver("record_keys"), key_dates)).persist()
             small = repeats.count() <= BROADCAST_REPEATS_MAX
             batch = classify_once(checked, repeats, broadcast=small)
             outcomes, event_days = tally_outcomes(batch, conf)
             counts.update(outcomes)
             repeats.unpersist()
+            occurrences.unpersist()
             others = not_singles(batch)
             record.details["quality"] = data_quality.validate_batches(spark, conf, batch, bounds, record.run_id, logical_date)
             reason = F.coalesce(F.when(F.col("parse_error").isNotNull(), F.lit(R.MALFORMED_ROW)), F.col("reason_code"))
@@ -364,7 +440,8 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 silver("duplicates"), ["record_type", "source_file", "line_number"], update=False)
             write_record_keys(batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
                 "record_type", "record_key", "source_file", "line_number", F.lit(record.run_id).alias("run_id"),
-                F.lit(logical_date).alias("key_date")), silver("record_keys"), logical_date)
+                F.lit(logical_date).alias("key_date"), event_date(conf).alias("event_date")),
+                silver("record_keys"), key_dates)
         if events_out:
             merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
                   partition_by=["event_date"], prune_on="event_date", prune_values=event_days)

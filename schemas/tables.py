@@ -99,7 +99,7 @@ QUARANTINE = _fields(
 
 RECORD_KEYS = _fields(
     ("record_type", StringType()), ("record_key", StringType()), ("source_file", StringType()),
-    ("line_number", LongType()), ("run_id", StringType()), ("key_date", DateType()),
+    ("line_number", LongType()), ("run_id", StringType()), ("key_date", DateType()), ("event_date", DateType()),
 )
 
 DUPLICATES = _fields(

@@ -19,7 +19,7 @@ from jobs.collect import inspect_file, read_lines, to_bronze
 from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber
 from jobs.standardise import standardise_voice
-from jobs.validate import apply_rules, classify, find_repeats, mark_duplicates, run_bounds
+from jobs.validate import apply_rules, classify, find_repeats, key_occurrences, mark_duplicates, run_bounds
 from schemas import reason_codes as R
 from schemas.landing import ASTERISK, DATA, SMS, VOICE
 from schemas.tables import RECORD_KEYS
@@ -117,7 +117,8 @@ def test_every_line_of_a_hostile_file_ends_in_exactly_one_place(spark, tmp_path_
                                     "source_file string, header array<string>")
     bronze = to_bronze(read, headers, VOICE, "fuzz", DAY)
     checked = apply_rules(attach_subscriber(standardise_voice(bronze, CONF.operator), subscribers(spark)), run_bounds(CONF, DAY))
-    outcomes = classify(mark_duplicates(checked, find_repeats(checked, spark.createDataFrame([], RECORD_KEYS)))).collect()
+    repeats = find_repeats(key_occurrences(checked, CONF.operator.timezone), spark.createDataFrame([], RECORD_KEYS))
+    outcomes = classify(mark_duplicates(checked, repeats)).collect()
 
     non_blank = sum(1 for chunk in "\n".join(lines).split("\n") if chunk.strip())
     assert len(outcomes) == non_blank == found.record_count            # every line read, none twice

@@ -3,17 +3,20 @@ from datetime import date, datetime, timedelta
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.cli import main as cli
 from jobs.common.audit import ConservationError, RunRecord
 from jobs.common.config import load_config
 from jobs.common.reference import attach_subscriber, subscriber_periods
 from jobs.standardise import standardise_voice
-from jobs.validate import (DEDUP_WINDOW_DAYS, apply_rules, classify, classify_once, evaluate_groups, find_repeats, mark_duplicates,
-                           not_singles, read_key_window, run_bounds, tally_outcomes, write_record_keys)
+from jobs.validate import (KeyIndexLayoutError, apply_rules, classify, classify_once, evaluate_groups, find_repeats,
+                           key_event_dates, key_occurrences, mark_duplicates, not_singles, read_key_window,
+                           run_bounds, tally_outcomes, write_record_keys)
 from schemas import reason_codes as R
 from schemas.landing import VOICE
-from schemas.tables import RECORD_KEYS, bronze_schema
+from schemas.tables import DUPLICATES, RECORD_KEYS, bronze_schema
 
 CONF = load_config(environ={})
+TZ = CONF.operator.timezone
 GOOD = {"record_type": "MOC", "msc_id": "MSC01", "call_reference": "1", "sequence_number": "", "cause_for_term": "0",
         "served_imsi": "262011", "served_msisdn": "491511000001", "calling_number": "491511000001",
         "called_number": "030123456", "seizure_time": "2026-11-02T09:59:50Z", "answer_time": "2026-11-02T10:00:00Z",
@@ -67,38 +70,108 @@ def test_malformed_rows_are_reported_first(spark):
     assert row.reason_code == R.MALFORMED_ROW
 
 
+def repeats_of(spark, batch, index=None):
+    """The batch's repeats against `index` (none by default)."""
+    return find_repeats(key_occurrences(batch, TZ), index if index is not None else spark.createDataFrame([], RECORD_KEYS))
+
+
+def _indexed(spark, *entries):
+    """Key index rows: (key, source_file, line_number, key_date, event_date)."""
+    return spark.createDataFrame([("voice", key, source_file, line, "r0", seen, day)
+                                  for key, source_file, line, seen, day in entries], RECORD_KEYS)
+
+
+def _outcomes(spark, batch, prior):
+    return {r.line_number: r for r in classify(mark_duplicates(batch, repeats_of(spark, batch, prior))).collect()}
+
+
 def test_duplicates_within_a_batch_and_against_earlier_runs(spark):
     batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"},
                                         {"call_reference": "C"}))
-    prior = spark.createDataFrame([("voice", "MSC01|C|1", "cdr/voice/old.csv", 9, "r0", date(2026, 11, 1))], RECORD_KEYS)
-    marked = {r.line_number: r for r in classify(mark_duplicates(batch, find_repeats(batch, prior))).collect()}
+    prior = _indexed(spark, ("MSC01|C|1", "cdr/voice/old.csv", 9, date(2026, 11, 1), date(2026, 11, 2)))
+    marked = _outcomes(spark, batch, prior)
     assert marked[2].outcome == "single" and marked[3].outcome == "duplicate" and marked[3].first_line_number == 2
     assert marked[4].outcome == "single"
     assert marked[5].outcome == "duplicate" and marked[5].first_source_file == "cdr/voice/old.csv"
     # rerunning a batch whose keys are already indexed (by itself) marks nothing new
-    own = spark.createDataFrame([("voice", "MSC01|A|1", "cdr/voice/f.csv", 2, "r1", date(2026, 11, 2))], RECORD_KEYS)
-    again = {r.line_number: r.outcome for r in classify(mark_duplicates(batch, find_repeats(batch, own))).collect()}
+    own = _indexed(spark, ("MSC01|A|1", "cdr/voice/f.csv", 2, date(2026, 11, 2), date(2026, 11, 2)))
+    again = {line: r.outcome for line, r in _outcomes(spark, batch, own).items()}
     assert again[2] == "single" and again[3] == "duplicate"
 
 
-def test_a_key_back_after_the_window_is_indexed_again_so_its_next_repeat_is_a_duplicate(spark, tmp_path):
-    """A key first seen more than the window ago is new again; its repeat the day after must
-    still find it in the index (it was left out when an older entry of it matched)."""
+@pytest.mark.parametrize("indexed_event_date, outcome", [
+    (date(2026, 11, 2), "duplicate"),
+    (date(2026, 11, 1), "duplicate"),     # a day apart: a re-sent record whose start was corrected
+    (date(2026, 11, 3), "duplicate"),
+    (date(2026, 10, 31), "single"),       # further apart: the switch has reused the call reference
+    (date(2026, 8, 2), "single"),
+    (None, "single"),                     # the indexed record's start was unreadable, this one's is not
+])
+def test_an_indexed_key_is_a_repeat_only_near_its_own_event_date(spark, indexed_event_date, outcome):
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}))     # starts 2026-11-02 11:00 in Berlin
+    prior = _indexed(spark, ("MSC01|A|1", "cdr/voice/old.csv", 9, date(2026, 11, 1), indexed_event_date))
+    assert _outcomes(spark, batch, prior)[2].outcome == outcome
+
+
+def test_a_record_with_an_unreadable_start_repeats_an_indexed_one_without_a_date(spark):
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A", "answer_time": "garbage", "seizure_time": "x"}))
+    undated = _indexed(spark, ("MSC01|A|1", "cdr/voice/old.csv", 9, date(2026, 11, 1), None))
+    dated = _indexed(spark, ("MSC01|A|1", "cdr/voice/old.csv", 9, date(2026, 11, 1), date(2026, 11, 2)))
+    assert _outcomes(spark, batch, undated)[2].outcome == "duplicate"
+    assert _outcomes(spark, batch, dated)[2].reason_code == R.BAD_TIMESTAMP
+
+
+def test_of_two_indexed_entries_near_a_record_the_one_seen_first_is_its_original(spark):
+    batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}))
+    prior = _indexed(spark, ("MSC01|A|1", "cdr/voice/a_later.csv", 4, date(2026, 11, 5), date(2026, 11, 3)),
+                     ("MSC01|A|1", "cdr/voice/z_earlier.csv", 7, date(2026, 11, 2), date(2026, 11, 1)))
+    row = _outcomes(spark, batch, prior)[2]
+    assert (row.outcome, row.first_source_file, row.first_line_number) == ("duplicate", "cdr/voice/z_earlier.csv", 7)
+
+
+def test_the_key_index_is_read_and_merged_by_event_date_near_the_batch_s_own(spark, tmp_path):
+    """The index grows by a day's keys every day: a batch reads only the partitions of its events'
+    dates and the days either side, and a rerun adds nothing."""
     path = str(tmp_path / "record_keys")
-    first = date(2026, 1, 5)
-    back = first + timedelta(days=DEDUP_WINDOW_DAYS + 8)
-
-    def index(day, source_file):
-        write_record_keys(spark.createDataFrame([("voice", "MSC01|A|1", source_file, 2, "r", day)], RECORD_KEYS), path, day)
-
-    index(first, "cdr/voice/first.csv")
-    assert read_key_window(spark, path, back).count() == 0          # out of the window: new again
-    index(back, "cdr/voice/back.csv")
-    index(back, "cdr/voice/back.csv")                                # the rerun of that day adds nothing
-    window = read_key_window(spark, path, back + timedelta(days=1)).collect()
-    assert [(r.source_file, r.key_date) for r in window] == [("cdr/voice/back.csv", back)]
+    days = [date(2026, 9, 1) + timedelta(days=k) for k in range(70)]
+    keys = _indexed(spark, *[(f"MSC01|{k}|1", "cdr/voice/old.csv", k, day, day) for k, day in enumerate(days)],
+                    ("MSC01|X|1", "cdr/voice/old.csv", 99, days[0], None))
+    write_record_keys(keys, path, set(days) | {None})
+    write_record_keys(keys, path, set(days) | {None})                      # the rerun of those days adds nothing
     stored = spark.read.format("delta").load(path)
-    assert stored.count() == 2 and stored.inputFiles() and all("key_date=" in f for f in stored.inputFiles())
+    assert stored.count() == 71 and all("event_date=" in f for f in stored.inputFiles())
+
+    near = read_key_window(spark, path, {date(2026, 10, 15)})
+    assert sorted(r.event_date for r in near.collect()) == [date(2026, 10, 14), date(2026, 10, 15), date(2026, 10, 16)]
+    assert len(near.inputFiles()) == 3                                      # three partitions read, not 71
+    undated = read_key_window(spark, path, {None})
+    assert [r.record_key for r in undated.collect()] == ["MSC01|X|1"]
+    batch = checked(spark, voice_bronze(spark, {}, {"answer_time": "x", "seizure_time": "y"}))
+    assert key_event_dates(key_occurrences(batch, TZ)) == {date(2026, 11, 2), None}
+
+
+def test_an_index_of_the_earlier_layout_is_refused_and_rebuilt_from_bronze(spark, conf, capsys):
+    """An index partitioned by the day keys were first seen (no event dates) cannot be read by
+    event date: the run stops with the command that rebuilds it from bronze and silver/duplicates."""
+    bronze = voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"})
+    bronze.write.format("delta").save(conf.table_path("bronze", "cdr_voice"))
+    spark.createDataFrame([("voice", "MSC01|A|1", "cdr/voice/f.csv", 3, "cdr/voice/f.csv", 2, "r0", date(2026, 11, 2))],
+                          DUPLICATES).write.format("delta").save(conf.table_path("silver", "duplicates"))
+    index = conf.table_path("silver", "record_keys")
+    earlier = spark.createDataFrame([("voice", "MSC01|A|1", "cdr/voice/f.csv", 2, "r0", date(2026, 11, 2))],
+                                    "record_type string, record_key string, source_file string, line_number long, "
+                                    "run_id string, key_date date")
+    earlier.write.format("delta").partitionBy("key_date").save(index)
+    with pytest.raises(KeyIndexLayoutError, match="rebuild-key-index"):
+        read_key_window(spark, index, {date(2026, 11, 2)})
+
+    assert cli(["--warehouse", conf.paths.warehouse, "rebuild-key-index"]) == 0
+    assert "keys indexed=2" in capsys.readouterr().out
+    rebuilt = read_key_window(spark, index, {date(2026, 11, 2)}).orderBy("line_number").collect()
+    assert [(r.record_key, r.line_number, r.key_date, r.event_date) for r in rebuilt] == [
+        ("MSC01|A|1", 2, date(2026, 11, 2), date(2026, 11, 2)), ("MSC01|B|1", 4, date(2026, 11, 2), date(2026, 11, 2))]
+    assert all(r.run_id.startswith("rebuild_key_index-") for r in rebuilt)
+    assert all("event_date=" in f for f in spark.read.format("delta").load(index).inputFiles())
 
 
 def _parts(spark, *parts):
@@ -217,7 +290,7 @@ def test_a_row_that_failed_to_parse_is_never_the_first_occurrence_of_a_key(spark
     garbled = voice_bronze(spark, {"call_reference": "A"}, parse_error="MALFORMED_ROW: invalid UTF-8 bytes")
     good = voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}).withColumn("line_number", F.col("line_number") + 1)
     batch = checked(spark, garbled).unionByName(checked(spark, good))
-    marked = classify(mark_duplicates(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))))
+    marked = classify(mark_duplicates(batch, repeats_of(spark, batch)))
     assert sorted((r.line_number, r.outcome, r.first_line_number) for r in marked.collect()) == [
         (2, "quarantined", None), (3, "single", None), (4, "duplicate", 3)]
 
@@ -230,7 +303,7 @@ def test_finding_repeats_shuffles_only_key_columns_never_the_wide_rows(spark):
 
     batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"}))
     batch = batch.localCheckpoint()             # the plan from here on is what marking repeats adds
-    repeats = find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))
+    repeats = repeats_of(spark, batch)
     marked = mark_duplicates(batch, repeats)
     plan = spark._jvm.PythonSQLUtils.explainString(marked._jdf.queryExecution(), "formatted")
     shuffles = [node for node in re.split(r"\n(?=\(\d+\) )", plan) if re.match(r"\(\d+\) (Shuffle)?Exchange", node)]
@@ -247,7 +320,7 @@ def test_the_batch_is_classified_once_and_what_is_built_on_it_starts_from_its_ro
     batch = checked(spark, voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"},
                                         {"call_reference": "C", "call_duration": "-42"},
                                         {"call_reference": "D", "sequence_number": "2"}))
-    once = classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS)))
+    once = classify_once(batch, repeats_of(spark, batch))
     leaves = once._jdf.queryExecution().analyzed().collectLeaves()
     assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
     # the raw record is kept only where a table stores it: the quarantine row, the stored part
@@ -260,7 +333,7 @@ def test_one_pass_counts_the_outcomes_and_the_local_dates_of_the_events_they_bec
     operator-zone date of their start (23:30 UTC on 1 November is 2 November in Berlin)."""
     batch = checked(spark, voice_bronze(spark, {"answer_time": "2026-11-01T23:30:00Z", "seizure_time": "2026-11-01T23:29:00Z"},
                                         {}, {"call_reference": "2"}, {"call_duration": "-42"}, {"sequence_number": "2"}))
-    classified = classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS)))
+    classified = classify_once(batch, repeats_of(spark, batch))
     assert tally_outcomes(classified, CONF) == (
         {"duplicate": 1, "part": 1, "quarantined": 1, "single": 2}, {date(2026, 11, 2)})
 
@@ -270,7 +343,7 @@ def test_the_rows_that_are_not_single_events_get_a_checkpoint_of_their_own(spark
     rows of their own, not by a pass over the whole classified batch."""
     batch = checked(spark, voice_bronze(spark, {}, {"call_reference": "2"}, {"call_duration": "-42"},
                                         {"sequence_number": "2"}, {"call_reference": "Z"}))
-    others = not_singles(classify_once(batch, find_repeats(batch, spark.createDataFrame([], RECORD_KEYS))))
+    others = not_singles(classify_once(batch, repeats_of(spark, batch)))
     leaves = others._jdf.queryExecution().analyzed().collectLeaves()
     assert (leaves.size(), leaves.apply(0).nodeName()) == (1, "LogicalRDD")
     assert sorted((r.line_number, r.outcome) for r in others.collect()) == [
