@@ -87,10 +87,12 @@ def _status(app_id: str, what: str) -> list:
         return []
 
 
-def spill_bytes(app_id: str) -> dict:
-    stages = _status(app_id, "stages")
-    return {"memory": sum(s.get("memoryBytesSpilled", 0) for s in stages),
-            "disk": sum(s.get("diskBytesSpilled", 0) for s in stages)}
+def spill_bytes(app_id: str, after_stage: int = -1) -> tuple[dict, int]:
+    """Shuffle spill of the stages after `after_stage`, and the last stage's id."""
+    stages = [s for s in _status(app_id, "stages") if s["stageId"] > after_stage]
+    return ({"memory": sum(s.get("memoryBytesSpilled", 0) for s in stages),
+             "disk": sum(s.get("diskBytesSpilled", 0) for s in stages)},
+            max((s["stageId"] for s in stages), default=after_stage))
 
 
 def executor_peaks_mb(app_id: str) -> dict:
@@ -167,12 +169,12 @@ def bare_parse(spark, landing: Path) -> tuple[float, int]:
 
 
 # The tables a day's records are written to, each holding one row per record or event, the column
-# each is partitioned by, and whether that column is the run's date (only that partition is the
-# run's: the key index may hold earlier days, see --key-window-days): the I/O floor of a pipeline
-# that keeps bronze, silver and gold.
-COPIED_TABLES = (*[("bronze", BRONZE_TABLES[kind.name], "ingest_date", True) for kind in CDR_KINDS],
-                 ("silver", "events", "event_date", False), ("silver", "record_keys", "key_date", True),
-                 ("gold", "rated_events", "event_date", False))
+# each is partitioned by, and the column holding the run's date where the table may hold earlier
+# runs' rows too (the key index does, see --key-window-days): the I/O floor of a pipeline that keeps
+# bronze, silver and gold.
+COPIED_TABLES = (*[("bronze", BRONZE_TABLES[kind.name], "ingest_date", "ingest_date") for kind in CDR_KINDS],
+                 ("silver", "events", "event_date", None), ("silver", "record_keys", "event_date", "key_date"),
+                 ("gold", "rated_events", "event_date", None))
 
 
 def copy_floor(spark, conf, scratch: Path, day: date) -> dict:
@@ -182,13 +184,13 @@ def copy_floor(spark, conf, scratch: Path, day: date) -> dict:
     from jobs.common.delta_io import read_table, table_exists
 
     spent = {}
-    for layer, table, partition, by_run_date in COPIED_TABLES:
+    for layer, table, partition, run_date in COPIED_TABLES:
         path = conf.table_path(layer, table)
         if not table_exists(spark, path):
             continue
         rows = read_table(spark, path)
-        if by_run_date:
-            rows = rows.where(rows[partition] == day)
+        if run_date:
+            rows = rows.where(rows[run_date] == day)
         started = time.perf_counter()
         rows.write.format("delta").mode("overwrite").partitionBy(partition).save(str(scratch / f"{layer}_{table}"))
         spent[f"{layer}/{table}"] = round(time.perf_counter() - started, 2)
@@ -198,8 +200,8 @@ def copy_floor(spark, conf, scratch: Path, day: date) -> dict:
 
 def prefill_key_window(spark, conf, day: date, keys_per_day: int, days: int) -> int:
     """`days` earlier days of `keys_per_day` record keys in `silver/record_keys`, none equal to the
-    generated day's: the index a day is judged against once the pipeline has run for that long
-    (validate reads the last 62 days of it), which a first day would otherwise not have."""
+    generated day's, each day's keys seen that day and dated that day: the index a day is judged
+    against once the pipeline has run for that long, which a first day would otherwise not have."""
     from pyspark.sql import functions as F
 
     from schemas.tables import RECORD_KEYS
@@ -211,7 +213,8 @@ def prefill_key_window(spark, conf, day: date, keys_per_day: int, days: int) -> 
         F.concat(F.lit("cdr/earlier/f"), (F.col("id") % 1000).cast("string"), F.lit(".csv")).alias("source_file"),
         (F.col("id") + 2).alias("line_number"), F.lit("earlier-run").alias("run_id"),
         F.date_sub(F.lit(day), (F.col("id") / keys_per_day).cast("int") + 1).alias("key_date"))
-    rows.select(*RECORD_KEYS.fieldNames()).write.format("delta").mode("append").partitionBy("key_date").save(
+    rows = rows.withColumn("event_date", F.col("key_date"))
+    rows.select(*RECORD_KEYS.fieldNames()).write.format("delta").mode("append").partitionBy("event_date").save(
         conf.table_path("silver", "record_keys"))
     return keys_per_day * days
 
@@ -229,6 +232,8 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
     conf = load_config(overrides={
         "spark.master": master, "spark.shuffle_partitions": 8, "spark.driver_memory": "6g",
         "spark.extra_conf": {"spark.ui.enabled": "true", "spark.ui.port": str(UI_PORT),
+                             # every stage kept for the spill and time accounting (default: 1,000)
+                             "spark.ui.retainedStages": "100000", "spark.ui.retainedJobs": "100000",
                              # a cluster's Python workers (loopback standalone: this interpreter)
                              **({} if master.startswith("local") else
                                 {"spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
@@ -257,6 +262,8 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
     stages, counts, profile = {}, {}, {}
     app_id = spark.sparkContext.applicationId
     mark, _ = where_time_went(app_id, -1)
+    # the stages' spill only: writing a prefilled key window sorts 62 days of keys and spills itself
+    _, before_stages = spill_bytes(app_id)
     for name, job, day in (("collect", collect.run, DAY), ("validate", validate.run, DAY), ("rate", rate.run, DAY),
                            ("assure", assure.run, DAY), ("bill", bill.run, DAY + timedelta(days=1))):
         started = time.perf_counter()
@@ -268,10 +275,10 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
         stages[name] = round(time.perf_counter() - started, 2)
         mark, profile[name] = where_time_went(app_id, mark)
         print(f"{name}: {stages[name]:.1f}s  {counts[name]}", flush=True)
+    spill, _ = spill_bytes(app_id, before_stages)
     copies = copy_floor(spark, conf, data / "copy_floor", DAY)
     copy_s = sum(copies.values())
     print(f"copy floor: {copy_s:.1f}s  {copies}", flush=True)
-    spill = spill_bytes(spark.sparkContext.applicationId)
     executor_peaks = executor_peaks_mb(spark.sparkContext.applicationId)
     spark.stop()
     sampler.running = False
