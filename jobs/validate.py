@@ -17,8 +17,8 @@ from pyspark.sql.window import Window
 
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
-from jobs.common.delta_io import (merge, read_table, table_exists, tally_with_partition_values, update_matched,
-                                  with_conflict_retry)
+from jobs.common.delta_io import (merge, read_table, table_exists, table_properties, tally_with_partition_values,
+                                  update_matched, with_conflict_retry)
 from jobs.common.expressions import local_date, lookup, sql_literal
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
@@ -193,23 +193,25 @@ def rebuild_key_index(spark: SparkSession, conf: Config, record: RunRecord | Non
                                       F.lit(record.run_id).alias("run_id"), "key_date", event_date(conf).alias("event_date")))
         keys = reduce(DataFrame.unionByName, frames, spark.createDataFrame([], RECORD_KEYS)).localCheckpoint(eager=True)
         # the whole table (its partitioning too), not only the partitions written: static mode
+        path = conf.table_path("silver", "record_keys")
         writer = (keys.write.format("delta").mode("overwrite").option("partitionOverwriteMode", "static")
-                  .option("overwriteSchema", "true").partitionBy("event_date"))
-        with_conflict_retry(lambda: writer.save(conf.table_path("silver", "record_keys")))
+                  .option("overwriteSchema", "true").options(**table_properties(path)).partitionBy("event_date"))
+        with_conflict_retry(lambda: writer.save(path))
         record.records_in = keys.count()
     return record
 
 
-def write_record_keys(keys: DataFrame, path: str, event_dates: set) -> None:
-    """Index the keys first seen in a run, partitioned by their event date; `event_dates` holds
-    every event date among them (more do no harm).
+def write_record_keys(keys: DataFrame, path: str, event_dates: set, key_date: date) -> None:
+    """Index the keys first seen in the run of `key_date` (which every row carries), partitioned by
+    their event date; `event_dates` holds every event date among them (more do no harm).
 
-    The MERGE matches a key only within its own event date's partition, and reads only the
-    partitions of `event_dates`: a key near an indexed one was marked a duplicate and never gets
-    here, so the only match possible is a rerun's. A key far from its indexed entries (a call
-    reference the switch has wrapped round to) is new and indexed beside them."""
+    A key near an indexed one was marked a duplicate and never gets here, so the only match
+    possible is a rerun's: the MERGE matches a key within its own event date's partition and among
+    the rows of its own run date, and reads only the files holding those (their statistics tell),
+    not yesterday's partition full of earlier runs' keys. A key far from its indexed entries (a
+    call reference the switch has wrapped round to) is new and indexed beside them."""
     merge(keys, path, ["record_type", "record_key"], update=False, partition_by=["event_date"], prune_on="event_date",
-          prune_values=event_dates)
+          prune_values=event_dates, target_filter=F.col("t.key_date") == F.lit(key_date))
 
 
 def classify(marked: DataFrame) -> DataFrame:
@@ -441,7 +443,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
             write_record_keys(batch.where(F.col("parse_error").isNull() & F.col("first_source_file").isNull()).select(
                 "record_type", "record_key", "source_file", "line_number", F.lit(record.run_id).alias("run_id"),
                 F.lit(logical_date).alias("key_date"), event_date(conf).alias("event_date")),
-                silver("record_keys"), key_dates)
+                silver("record_keys"), key_dates, logical_date)
         if events_out:
             merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
                   partition_by=["event_date"], prune_on="event_date", prune_values=event_days)

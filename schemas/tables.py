@@ -225,7 +225,8 @@ BILLING_EXCEPTIONS = _fields(
 STATS_COLUMNS = {
     **{f"bronze/{table}": ("source_file", "line_number") for table in BRONZE_TABLES.values()},
     "silver/events": ("event_id", "account_id", "event_start"),
-    "silver/record_keys": ("record_type", "record_key"),
+    # key_date: a run's MERGE matches only its own run date's keys (a rerun's) and skips the rest
+    "silver/record_keys": ("record_type", "record_key", "key_date"),
     "gold/rated_events": ("event_id", "account_id", "event_start", "run_id"),
     "gold/invoice_line_events": ("event_id", "invoice_id", "account_id"),
 }

@@ -134,10 +134,11 @@ def test_the_key_index_is_read_and_merged_by_event_date_near_the_batch_s_own(spa
     dates and the days either side, and a rerun adds nothing."""
     path = str(tmp_path / "record_keys")
     days = [date(2026, 9, 1) + timedelta(days=k) for k in range(70)]
-    keys = _indexed(spark, *[(f"MSC01|{k}|1", "cdr/voice/old.csv", k, day, day) for k, day in enumerate(days)],
-                    ("MSC01|X|1", "cdr/voice/old.csv", 99, days[0], None))
-    write_record_keys(keys, path, set(days) | {None})
-    write_record_keys(keys, path, set(days) | {None})                      # the rerun of those days adds nothing
+    run_date = days[-1]
+    keys = _indexed(spark, *[(f"MSC01|{k}|1", "cdr/voice/old.csv", k, run_date, day) for k, day in enumerate(days)],
+                    ("MSC01|X|1", "cdr/voice/old.csv", 99, run_date, None))
+    write_record_keys(keys, path, set(days) | {None}, run_date)
+    write_record_keys(keys, path, set(days) | {None}, run_date)            # the rerun of that day adds nothing
     stored = spark.read.format("delta").load(path)
     assert stored.count() == 71 and all("event_date=" in f for f in stored.inputFiles())
 
@@ -148,6 +149,29 @@ def test_the_key_index_is_read_and_merged_by_event_date_near_the_batch_s_own(spa
     assert [r.record_key for r in undated.collect()] == ["MSC01|X|1"]
     batch = checked(spark, voice_bronze(spark, {}, {"answer_time": "x", "seizure_time": "y"}))
     assert key_event_dates(key_occurrences(batch, TZ)) == {date(2026, 11, 2), None}
+
+
+def test_a_run_s_key_merge_skips_the_files_of_earlier_runs_in_the_partitions_it_writes(spark, tmp_path):
+    """Today's late records share yesterday's event-date partition with all of yesterday's keys;
+    only a rerun of today can match, so the MERGE must not read yesterday's files. They are
+    deleted here: reading them would fail."""
+    import json
+    from pathlib import Path
+
+    path = tmp_path / "record_keys"
+    yesterday, today = date(2026, 11, 3), date(2026, 11, 4)
+    earlier = _indexed(spark, *[(f"MSC01|{k}|1", "cdr/voice/y.csv", k, yesterday, yesterday) for k in range(50)])
+    write_record_keys(earlier, str(path), {yesterday}, yesterday)
+    commits = sorted((path / "_delta_log").glob("*.json"))
+    for line in commits[-1].read_text().splitlines():
+        if "add" in json.loads(line):
+            Path(path / json.loads(line)["add"]["path"]).unlink()
+
+    late = _indexed(spark, ("MSC01|L|1", "cdr/voice/t.csv", 2, today, yesterday))
+    write_record_keys(late, str(path), {yesterday}, today)
+    write_record_keys(late, str(path), {yesterday}, today)                  # the rerun matches its own key
+    todays = read_key_window(spark, str(path), {today}).where(F.col("key_date") == today)
+    assert [r.record_key for r in todays.collect()] == ["MSC01|L|1"]
 
 
 def test_an_index_of_the_earlier_layout_is_refused_and_rebuilt_from_bronze(spark, conf, capsys):

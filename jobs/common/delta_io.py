@@ -94,17 +94,23 @@ def append(df: DataFrame, path: str, partition_by: Iterable[str] = ()) -> None:
 
 
 def merge(df: DataFrame, path: str, keys: Iterable[str], update: bool = True,
-          partition_by: Iterable[str] = (), prune_on: str | None = None, prune_values: Iterable | None = None) -> None:
+          partition_by: Iterable[str] = (), prune_on: str | None = None, prune_values: Iterable | None = None,
+          target_filter: Column | None = None) -> None:
     """Upsert on `keys` (insert-only when update=False). Rerunning with the same rows changes nothing.
 
     `prune_on` names a partition column that the keys determine (an event's date, for its id): the
     MERGE then reads only the target partitions holding the source's values of it, not the whole
     table, which grows by a day's partition every day. Those values are found by a pass over the
     source, unless the caller gives them as `prune_values` (every value the source holds: a row
-    of another value would not be matched), having counted them in a pass it makes anyway."""
+    of another value would not be matched), having counted them in a pass it makes anyway.
+
+    `target_filter` (over `t.` columns) limits the rows a source row can match further: Delta
+    skips the files whose statistics rule it out (a column of STATS_COLUMNS)."""
     spark = df.sparkSession
     ensure_table(spark, path, df.schema, partition_by)
     condition = _on(df, keys, prune_on, prune_values)
+    if target_filter is not None:
+        condition = condition & target_filter
 
     def _run() -> None:
         builder = _matched(df, path, condition)
