@@ -102,11 +102,15 @@ def apply_rules(typed: DataFrame, bounds: dict) -> DataFrame:
 BROADCAST_REPEATS_MAX = 2_000_000
 
 
+def _keyed() -> Column:
+    """Rows that take part in duplicate detection: split into fields, with a key."""
+    return F.col("parse_error").isNull() & F.col("record_key").isNotNull()
+
+
 def key_occurrences(batch: DataFrame, timezone_name: str) -> DataFrame:
     """(record_type, record_key, _at: where the row is, _date: its event date) of the batch's keyed
     rows: all duplicate detection needs of them, small enough to keep while the index is read."""
-    keyed = F.col("parse_error").isNull() & F.col("record_key").isNotNull()
-    return batch.where(keyed).select(
+    return batch.where(_keyed()).select(
         "record_type", "record_key", F.struct("source_file", "line_number").alias("_at"),
         local_date(F.col("event_start"), timezone_name).alias("_date"))
 
@@ -186,7 +190,7 @@ def rebuild_key_index(spark: SparkSession, conf: Config, record: RunRecord | Non
                 # standardising drops the ingest date; a file is ingested once, so its lines name it
                 ingested = bronze.select("source_file", "line_number", F.col("ingest_date").alias("key_date"))
                 frames.append(STANDARDISERS[kind.name](bronze, conf.operator)
-                              .where(F.col("parse_error").isNull() & F.col("record_key").isNotNull())
+                              .where(_keyed())
                               .join(repeats, ["source_file", "line_number"], "left_anti")
                               .join(ingested, ["source_file", "line_number"])
                               .select("record_type", "record_key", "source_file", "line_number",
