@@ -224,7 +224,8 @@ BILLING_EXCEPTIONS = _fields(
 # on; an existing table keeps its own setting (ALTER TABLE ... SET TBLPROPERTIES changes it).
 STATS_COLUMNS = {
     **{f"bronze/{table}": ("source_file", "line_number") for table in BRONZE_TABLES.values()},
-    "silver/events": ("event_id", "account_id", "event_start"),
+    # run_id: a day's rating reads only the files its day's validate runs wrote
+    "silver/events": ("event_id", "account_id", "event_start", "run_id"),
     # key_date: a run's MERGE matches only its own run date's keys (a rerun's) and skips the rest
     "silver/record_keys": ("record_type", "record_key", "key_date"),
     "gold/rated_events": ("event_id", "account_id", "event_start", "run_id"),

@@ -1,8 +1,11 @@
-from datetime import date, datetime
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from pyspark.sql import functions as F
 
 from jobs import rate
+from jobs.common.audit import new_run_id
 from jobs.common.delta_io import merge, read_table
 from schemas.tables import EVENTS
 from tests.test_rating import write_plan
@@ -16,10 +19,51 @@ def _plan(folder, prefixes):
                       RatingProfiles=["cgrates.org,call,*any,,RP,"])
 
 
-def _event(event_id, destination, chargeable=True):
+def _event(event_id, destination, chargeable=True, event_date=DAY, validated_on=DAY):
+    """An event as `validated_on`'s validate run wrote it."""
     return (event_id, "voice", [f"MSC01|{event_id}|1"], ["cdr/voice/f.csv"], "491511000001", destination,
-            datetime(2026, 11, 5, 10, 0), DAY, 60, "s", chargeable, "call", "ACC1", "P_BASIC", "EUR", "DE", "TG01",
-            None, None, "r0")
+            datetime.combine(event_date, datetime.min.time()).replace(hour=10), event_date, 60, "s", chargeable, "call",
+            "ACC1", "P_BASIC", "EUR", "DE", "TG01", None, None, new_run_id("validate", validated_on))
+
+
+def _write_events(spark, conf, *events) -> list[Path]:
+    """MERGE the events into silver/events in one commit: the data files it added."""
+    path = Path(conf.table_path("silver", "events"))
+    merge(spark.createDataFrame(list(events), EVENTS), str(path), ["event_id"], partition_by=["event_date"])
+    commit = sorted((path / "_delta_log").glob("*.json"))[-1]
+    return [path / json.loads(line)["add"]["path"] for line in commit.read_text().splitlines() if "add" in json.loads(line)]
+
+
+def test_a_day_s_rating_reads_the_files_of_its_day_s_validate_runs_and_rated_rows_of_their_dates(spark, conf, tmp_path):
+    """Rating reads what its day added, not every partition of the lookback: yesterday's events
+    (in yesterday's and an older partition) and the older partition's rated rows are deleted
+    here, and reading them would fail. Today's late event shares yesterday's partition."""
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    yesterday, older = DAY - timedelta(days=1), DAY - timedelta(days=5)
+    yesterdays = _write_events(spark, conf, _event("y1", "4930", event_date=yesterday, validated_on=yesterday),
+                               _event("y2", "4930", event_date=older, validated_on=yesterday))
+    assert rate.run(spark, conf, yesterday).rated == 2
+    _write_events(spark, conf, _event("t1", "4930"), _event("t2", "4931", event_date=yesterday),
+                  _event("t3", "3312"))
+    for data_file in yesterdays + list(Path(conf.table_path("gold", "rated_events"), f"event_date={older}").glob("*.parquet")):
+        data_file.unlink()
+
+    today = rate.run(spark, conf, DAY)
+    assert (today.records_in, today.rated, today.quarantined) == (3, 2, 1)
+    rated = read_table(spark, conf.table_path("gold", "rated_events")).where(F.col("event_date") >= yesterday)
+    assert sorted(r.event_id for r in rated.collect()) == ["t1", "t2", "y1"]
+    assert rate.run(spark, conf, DAY).records_in == 0                # the rerun: rated or waiting for recycle
+
+
+def test_an_event_no_day_s_rating_covers_is_left_to_recycle(spark, conf, tmp_path):
+    """An event written by another day's validate run whose rating never ran is not today's to rate;
+    `recycle` sweeps up every event left unrated in the lookback."""
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    _write_events(spark, conf, _event("a", "4930"), _event("s", "4930", validated_on=DAY - timedelta(days=2)))
+    assert rate.run(spark, conf, DAY).records_in == 1
+    swept = rate.recycle(spark, conf)
+    assert (swept.details["newly_rated"], swept.rated) == (1, 1)
+    assert sorted(r.event_id for r in read_table(spark, conf.table_path("gold", "rated_events")).collect()) == ["a", "s"]
 
 
 def test_unratable_events_wait_in_quarantine_until_recycle_rates_them(spark, conf, tmp_path):

@@ -6,6 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
 from jobs.common.config import Config
 from jobs.common.delta_io import append
 from schemas.tables import PIPELINE_RUNS
@@ -15,9 +18,21 @@ class ConservationError(RuntimeError):
     """Records in != records out: something was lost or double counted. The run fails."""
 
 
+def run_id_prefix(job: str, logical_date: date | None) -> str:
+    """What the ids of every run of `job` for `logical_date` begin with (each attempt's id is new)."""
+    return f"{job}-{logical_date.isoformat() if logical_date else 'adhoc'}-"
+
+
 def new_run_id(job: str, logical_date: date | None) -> str:
-    day = logical_date.isoformat() if logical_date else "adhoc"
-    return f"{job}-{day}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    return f"{run_id_prefix(job, logical_date)}{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def written_by_runs_of(job: str, logical_date: date) -> Column:
+    """Rows whose `run_id` is one of a job's runs for the date: a range, not a prefix match, so
+    that a Delta table keeping `run_id` statistics skips every other run's files."""
+    prefix = run_id_prefix(job, logical_date)
+    after_prefix = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return (F.col("run_id") >= F.lit(prefix)) & (F.col("run_id") < F.lit(after_prefix))
 
 
 @dataclass
