@@ -216,8 +216,10 @@ def standardise_traffic(spark: SparkSession, conf: Config, logical_date: date, r
     record.check_conservation(record.rated)
 
 
-def _rated_by_object(spark: SparkSession, conf: Config, events: DataFrame) -> DataFrame:
-    rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).where(F.col("chargeable"))
+def _rated_by_object(spark: SparkSession, conf: Config, events: DataFrame, event_dates: Column) -> DataFrame:
+    """The rated cost and usage of `events` per local day, object and currency; `event_dates` picks
+    the rated_events partitions their rows are in (the table holds every day ever rated)."""
+    rated = read_table(spark, conf.table_path("gold", "rated_events"), RATED_EVENTS).where(event_dates & F.col("chargeable"))
     objects = events.select("event_id", F.coalesce("msc_outgoing_tkgp", "apn").alias("object_id")).where("object_id IS NOT NULL")
     tz = conf.operator.timezone
     return (rated.join(objects, "event_id")
@@ -240,8 +242,11 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
         measured = read_table(spark, conf.table_path("silver", "traffic_measurements"), TRAFFIC_MEASUREMENTS).where(
             (F.col("period_start") >= F.lit(lo)) & (F.col("period_start") < F.lit(hi)))
         longest_call = timedelta(seconds=conf.validation.max_call_duration_s)
+        # the operator-zone dates those starts have: partitions to read, not every day ever rated
+        earliest = (lo - longest_call).replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz)).date()
+        event_dates = F.col("event_date").between(earliest, logical_date)
         events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(
-            (F.col("event_start") >= F.lit(lo - longest_call)) & (F.col("event_start") < F.lit(hi)))
+            event_dates & (F.col("event_start") >= F.lit(lo - longest_call)) & (F.col("event_start") < F.lit(hi)))
         cdr = cdr_metrics(events).where((F.col("period_start") >= F.lit(lo)) & (F.col("period_start") < F.lit(hi)))
         comparison = (compare(network_metrics(measured), cdr, settings)
                       .withColumn("local_date", local_date(F.col("period_start"), tz))
@@ -250,7 +255,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                       .select(*USAGE_ASSURANCE.fieldNames())).localCheckpoint(eager=True)
         window = f"local_date >= '{first_day.isoformat()}' AND local_date <= '{logical_date.isoformat()}'"
         replace_where(comparison, conf.table_path("gold", "usage_assurance"), window)
-        summary = (daily_summary(comparison, _rated_by_object(spark, conf, events))
+        summary = (daily_summary(comparison, _rated_by_object(spark, conf, events, event_dates))
                    .withColumn("run_id", F.lit(record.run_id)).select(*USAGE_ASSURANCE_DAILY.fieldNames())
                    .localCheckpoint(eager=True))
         replace_where(summary, conf.table_path("gold", "usage_assurance_daily"), window)

@@ -133,3 +133,34 @@ def test_measurement_files_are_parsed_by_spark_into_typed_rows(spark, tmp_path):
     assert (second.object_type, second.object_id, second.metric, second.value) == (
         "trunk_group", "TG0101", "conversation_seconds", 0)
     assert second.period_start == datetime(2026, 11, 2, 8, 0) and second.period_end == datetime(2026, 11, 2, 8, 15)
+
+
+def test_the_run_reads_only_the_event_dates_its_window_can_hold(spark, conf):
+    """gold/rated_events holds every day ever rated and silver/events every event: the run reads the
+    partitions of its window's dates. An old partition of each is deleted here: reading it would fail."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from jobs.common.delta_io import merge
+    from pyspark.sql import functions as F
+    from schemas.tables import RATED_EVENTS
+
+    day, old = date(2026, 11, 5), date(2026, 9, 1)
+    events, rated = [], []
+    for event_date, event_id in ((day, "in-window"), (old, "old")):
+        start = datetime.combine(event_date, datetime.min.time()).replace(hour=9)
+        events.append({**_event("voice", start, 60, tkgp="TG0101"), "event_id": event_id, "event_date": event_date,
+                       "category": "call", "currency": "EUR"})
+        rated.append({**{k: events[-1][k] for k in RATED_EVENTS.fieldNames() if k in events[-1]},
+                      "cost": Decimal("0.5"), "cost_exact": Decimal("0.5"), "run_id": "rate-x"})
+    for layer, table, rows, schema in (("silver", "events", events, EVENTS), ("gold", "rated_events", rated, RATED_EVENTS)):
+        path = conf.table_path(layer, table)
+        merge(spark.createDataFrame(rows, schema), path, ["event_id"], partition_by=["event_date"])
+        for data_file in Path(path, f"event_date={old}").glob("*.parquet"):
+            data_file.unlink()
+
+    assert assure.run(spark, conf, day).details["assurance"]["settled_day"] == (day - timedelta(days=1)).isoformat()
+    window = F.col("event_date").between(day - timedelta(days=1), day)
+    in_window = spark.createDataFrame(events[:1], EVENTS)
+    by_object = assure._rated_by_object(spark, conf, in_window, window).collect()
+    assert [(r.local_date, r.object_id, str(r.cost), r.usage) for r in by_object] == [(day, "TG0101", "0.5000000000", 60)]
