@@ -22,7 +22,8 @@ Trigger after a tariff or reference fix (`reference/subscribers.csv`, `rating_ru
 
 1. Records quarantined by validation for reference data (`UNKNOWN_SUBSCRIBER`) are validated
    again with today's subscribers; those that pass become events.
-2. Suspended rating-quarantine events, and the events step 1 released, are rated with the
+2. Suspended rating-quarantine events, the events step 1 released, and any event of the last
+   62 days no run has rated (a day whose `rate` task never succeeded) are rated with the
    current rules.
 
 What now passes is marked `recycled` in `silver/quarantine`; the rest stays `suspended` with its
