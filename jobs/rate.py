@@ -131,9 +131,12 @@ def days_events(spark: SparkSession, conf: Config, logical_date: date) -> DataFr
     """The events the validate runs of `logical_date` wrote (every attempt's), not yet rated: what
     a day's rating covers. Only those runs' files are read (silver/events keeps run_id statistics)
     and the rated rows only of those events' dates, so the cost is the day's, however many days
-    the tables hold; the lookback scan it replaced read 62 days of both every run."""
+    the tables hold; the lookback scan it replaced read 62 days of both every run. Still within the
+    lookback's partitions: a table whose older files lack run_id statistics (written before they
+    were kept) costs what it did before, and the day after those files age out, no more."""
+    in_lookback = F.col("event_date") >= F.lit(logical_date - timedelta(days=LOOKBACK_DAYS))
     events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(
-        written_by_runs_of(validate.STAGE, logical_date))
+        in_lookback & written_by_runs_of(validate.STAGE, logical_date))
     dates = [row.event_date for row in events.select("event_date").distinct().collect()]
     return _unrated(spark, conf, events, F.col("event_date").isin(dates) if dates else F.lit(False))
 

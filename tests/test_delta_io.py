@@ -124,3 +124,17 @@ def test_a_merge_writes_one_day_from_every_task_that_holds_its_rows(spark, tmp_p
     metrics = DeltaTable.forPath(spark, path).history(1).collect()[0].operationMetrics
     assert (metrics["numTargetRowsInserted"], metrics["numTargetFilesAdded"]) == ("40", "4")
     assert read_table(spark, path).count() == 40
+
+
+def test_a_table_created_with_earlier_statistics_columns_gets_the_current_ones(spark, tmp_path):
+    """silver/events written before run_id statistics were kept: its next write brings the
+    property up to date, and the files written from then on carry run_id statistics."""
+    from jobs.common.delta_io import merge
+    from schemas.tables import EVENTS, STATS_COLUMNS
+
+    path = str(tmp_path / "silver" / "events")
+    row = lambda event_id: tuple(event_id if name == "event_id" else None for name in EVENTS.fieldNames())  # noqa: E731
+    (spark.createDataFrame([row("a")], EVENTS).write.format("delta")
+     .option("delta.dataSkippingStatsColumns", "event_id,account_id,event_start").save(path))
+    merge(spark.createDataFrame([row("b")], EVENTS), path, ["event_id"])
+    assert _statistics_columns(path) == [["account_id", "event_id", "event_start"], sorted(STATS_COLUMNS["silver/events"])]

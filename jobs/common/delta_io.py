@@ -76,6 +76,22 @@ def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_b
             writer = writer.partitionBy(*partition_by)
         # two first runs may create the table at once: the loser's retry finds it and does nothing
         with_conflict_retry(lambda: writer.save(path))
+    else:
+        upgrade_properties(spark, path)
+
+
+def upgrade_properties(spark: SparkSession, path: str) -> None:
+    """Give a table created by an earlier version the properties it would be created with now (new
+    statistics columns): files written from then on carry them, files already written keep theirs."""
+    from delta.tables import DeltaTable
+
+    wanted = table_properties(path)
+    if not wanted:
+        return
+    current = DeltaTable.forPath(spark, path).detail().first().properties
+    if any(current.get(key) != value for key, value in wanted.items()):
+        settings = ", ".join(f"'{key}' = '{value}'" for key, value in wanted.items())
+        with_conflict_retry(lambda: spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})"))
 
 
 def replace_where(df: DataFrame, path: str, predicate: str, partition_by: Iterable[str] = ()) -> None:
