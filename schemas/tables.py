@@ -220,8 +220,8 @@ BILLING_EXCEPTIONS = _fields(
 # here; by default it gathers them for a table's first 32 columns. On the wide per-record tables
 # that was a third of their write time (1M rows, benchmark data: rated_events 6.5-7.6 s with
 # every column, 4.9 s with three). Named: what reads filter on, joins by or MERGE on, beyond the
-# partition columns. Tables not named keep Delta's default. Applies to tables created from now
-# on; an existing table keeps its own setting (ALTER TABLE ... SET TBLPROPERTIES changes it).
+# partition columns. Tables not named keep Delta's default. An existing table is given this
+# setting at its next write (delta_io.upgrade_properties); its files already written keep theirs.
 STATS_COLUMNS = {
     **{f"bronze/{table}": ("source_file", "line_number") for table in BRONZE_TABLES.values()},
     # run_id: a day's rating reads only the files its day's validate runs wrote
