@@ -45,7 +45,7 @@ demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cdr-billing demo
 
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n 2 --dist loadfile --durations=15
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 airflow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone

@@ -185,12 +185,8 @@ def test_invoice_show_and_html(billed, tmp_path, capsys):
     assert cli(["--warehouse", conf.paths.warehouse, "invoice", "show", "INV-NOPE"]) == 2
 
 
-def test_finance_queries_the_tables_by_name(spark, billed, capsys, monkeypatch):
+def test_finance_queries_the_tables_by_name(spark, billed, capsys, session_settings_for_the_cli):
     conf = billed["conf"]
-    # the CLI builds its session from configuration; in-process it reuses the test session, so it
-    # must ask for the same settings or it would change them for every later test
-    monkeypatch.setenv("CDR_BILLING__SPARK__SHUFFLE_PARTITIONS", str(conf.spark.shuffle_partitions))
-    monkeypatch.setenv("CDR_BILLING__SPARK__MASTER", conf.spark.master)
     query = "SELECT currency, count(*) AS invoices, sum(total) AS total FROM billing.invoices GROUP BY 1 ORDER BY 1"
     assert cli(["--warehouse", conf.paths.warehouse, "sql", query]) == 0
     out = capsys.readouterr().out.splitlines()

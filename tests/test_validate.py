@@ -174,7 +174,8 @@ def test_a_run_s_key_merge_skips_the_files_of_earlier_runs_in_the_partitions_it_
     assert [r.record_key for r in todays.collect()] == ["MSC01|L|1"]
 
 
-def test_an_index_of_the_earlier_layout_is_refused_and_rebuilt_from_bronze(spark, conf, capsys):
+def test_an_index_of_the_earlier_layout_is_refused_and_rebuilt_from_bronze(spark, conf, capsys,
+                                                                           session_settings_for_the_cli):
     """An index partitioned by the day keys were first seen (no event dates) cannot be read by
     event date: the run stops with the command that rebuilds it from bronze and silver/duplicates."""
     bronze = voice_bronze(spark, {"call_reference": "A"}, {"call_reference": "A"}, {"call_reference": "B"})
@@ -196,6 +197,7 @@ def test_an_index_of_the_earlier_layout_is_refused_and_rebuilt_from_bronze(spark
         ("MSC01|A|1", 2, date(2026, 11, 2), date(2026, 11, 2)), ("MSC01|B|1", 4, date(2026, 11, 2), date(2026, 11, 2))]
     assert all(r.run_id.startswith("rebuild_key_index-") for r in rebuilt)
     assert all("event_date=" in f for f in spark.read.format("delta").load(index).inputFiles())
+    assert spark.conf.get("spark.sql.shuffle.partitions") == str(conf.spark.shuffle_partitions)
 
 
 def _parts(spark, *parts):
