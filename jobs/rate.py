@@ -4,8 +4,8 @@ Loads and validates the tariff first: an invalid plan raises before anything is 
 load that changes the rules is recorded in gold/tariff_versions; rated events carry it.
 Events nobody pays for are kept at cost 0 with chargeable = false. A day's run rates the events
 that day's validate runs wrote; `recycle` sweeps up any other event left unrated in the last
-LOOKBACK_DAYS. Idempotent: events already rated (or suspended in quarantine, awaiting `recycle`)
-are not rated again; writes are MERGEs.
+LOOKBACK_DAYS, and those validate's recycle released, however old. Idempotent: events already
+rated (or suspended in quarantine, awaiting `recycle`) are not rated again; writes are MERGEs.
 """
 from __future__ import annotations
 
@@ -120,11 +120,17 @@ def _unrated(spark: SparkSession, conf: Config, events: DataFrame, rated_on: Col
 
 
 def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
-    """Events from `since` on that no run has rated: what `recycle` sweeps up (events its validate
-    counterpart has just released, or a day whose rating never ran). Reads every partition since."""
+    """Events no run has rated: what `recycle` sweeps up. Those from `since` on (a day whose rating
+    never ran), and of any date those validate's recycle released: a record suspended for
+    reference data is released when the CRM is fixed, which can be months after its call, and
+    nothing else would ever rate it. Reads every partition since, and of the older ones only the
+    files validate's recycle runs wrote (silver/events keeps run_id statistics)."""
+    table = read_table(spark, conf.table_path("silver", "events"), EVENTS)
     in_lookback = F.col("event_date") >= F.lit(since)
-    events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(in_lookback)
-    return _unrated(spark, conf, events, in_lookback)
+    released_earlier = table.where(~in_lookback & written_by_runs_of(validate.RECYCLE_JOB, None))
+    older_dates = [row.event_date for row in released_earlier.select("event_date").distinct().collect()]
+    rated_on = in_lookback | F.col("event_date").isin(older_dates) if older_dates else in_lookback
+    return _unrated(spark, conf, table.where(in_lookback).unionByName(released_earlier), rated_on)
 
 
 def days_events(spark: SparkSession, conf: Config, logical_date: date) -> DataFrame:
@@ -172,9 +178,10 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
     return record
 
 
-def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
+def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None, today: date | None = None) -> RunRecord:
     """Rate the suspended rating-quarantine events again with the current rules, and the events
-    no run has rated yet (those the validate stage's recycle has just released)."""
+    no run has rated yet (those the validate stage's recycle has just released, however old, and
+    any other left unrated in the LOOKBACK_DAYS before `today`, the UTC date by default)."""
     record = record or RunRecord("recycle", None)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     qpath = conf.table_path("silver", "quarantine")
@@ -191,7 +198,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
                 F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
                 F.col("rating_reason").alias("reason_code"), F.col("rating_detail").alias("reason_detail"),
                 F.lit(now).alias("attempted_at")), qpath)
-        since = datetime.now(timezone.utc).date() - timedelta(days=LOOKBACK_DAYS)
+        since = (today or datetime.now(timezone.utc).date()) - timedelta(days=LOOKBACK_DAYS)
         fresh = rate_and_write(unrated_events(spark, conf, since), compiled, tariff.version, conf, record.run_id, None, now)
         record.details.update({"tariff_version": tariff.version, "retried": sum(retried.values()),
                                "newly_rated": sum(fresh.values())})

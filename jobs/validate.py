@@ -505,6 +505,9 @@ def retry_quarantined(suspended: DataFrame, bronze_by_kind: dict[str, DataFrame]
     return reduce(DataFrame.unionByName, frames) if frames else None
 
 
+RECYCLE_JOB = "recycle_validate"
+
+
 def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) -> RunRecord:
     """Validate the suspended records again whose reason a reference-data fix can clear.
 
@@ -514,7 +517,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
     when the records were first seen, so a recycled record can never also arrive as a new event.
     Rating the new events is the rate stage's recycle, which runs right after this.
     """
-    record = record or RunRecord("recycle_validate", None)
+    record = record or RunRecord(RECYCLE_JOB, None)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     silver = lambda t: conf.table_path("silver", t)  # noqa: E731
     with audited(spark, conf, record):

@@ -27,7 +27,7 @@ def new_run_id(job: str, logical_date: date | None) -> str:
     return f"{run_id_prefix(job, logical_date)}{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def written_by_runs_of(job: str, logical_date: date) -> Column:
+def written_by_runs_of(job: str, logical_date: date | None) -> Column:
     """Rows whose `run_id` is one of a job's runs for the date: a range, not a prefix match, so
     that a Delta table keeping `run_id` statistics skips every other run's files."""
     prefix = run_id_prefix(job, logical_date)
