@@ -61,7 +61,7 @@ def test_an_event_no_day_s_rating_covers_is_left_to_recycle(spark, conf, tmp_pat
     conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
     _write_events(spark, conf, _event("a", "4930"), _event("s", "4930", validated_on=DAY - timedelta(days=2)))
     assert rate.run(spark, conf, DAY).records_in == 1
-    swept = rate.recycle(spark, conf)
+    swept = rate.recycle(spark, conf, today=DAY)                    # its lookback counts back from DAY, not the clock
     assert (swept.details["newly_rated"], swept.rated) == (1, 1)
     assert sorted(r.event_id for r in read_table(spark, conf.table_path("gold", "rated_events")).collect()) == ["a", "s"]
 
