@@ -23,8 +23,9 @@ Trigger after a tariff or reference fix (`reference/subscribers.csv`, `rating_ru
 1. Records quarantined by validation for reference data (`UNKNOWN_SUBSCRIBER`) are validated
    again with today's subscribers; those that pass become events.
 2. Suspended rating-quarantine events, the events step 1 released (however old their calls:
-   a CRM fix can come months later), and any event of the last 62 days no run has rated (a
-   day whose `rate` task never succeeded) are rated with the current rules.
+   a CRM fix can come months later), and any event of the last `validation.max_event_age_days`
+   (62) no run has rated (a day whose `rate` task never succeeded) are rated with the current
+   rules.
 
 What now passes is marked `recycled` in `silver/quarantine`; the rest stays `suspended` with its
 latest reason and one more attempt. Idempotent: a second run finds nothing new.

@@ -4,7 +4,8 @@ Loads and validates the tariff first: an invalid plan raises before anything is 
 load that changes the rules is recorded in gold/tariff_versions; rated events carry it.
 Events nobody pays for are kept at cost 0 with chargeable = false. A day's run rates the events
 that day's validate runs wrote; `recycle` sweeps up any other event left unrated in the last
-LOOKBACK_DAYS, and those validate's recycle released, however old. Idempotent: events already
+validation.max_event_age_days (older ones validate quarantines as STALE_EVENT), and those
+validate's recycle released, however old. Idempotent: events already
 rated (or suspended in quarantine, awaiting `recycle`) are not rated again; writes are MERGEs.
 """
 from __future__ import annotations
@@ -27,7 +28,6 @@ from schemas.tables import ADJUSTMENTS, COST, EVENTS, INVOICE_LINE_EVENTS, INVOI
 
 STAGE = "rate"
 QUARANTINE_KEY = ["event_id"]          # one rating-quarantine row per event
-LOOKBACK_DAYS = 62
 # an event's columns that its rated row does not store, only its quarantine row (in event_json); a
 # rated row's run_id is the rating run's, not the event's
 UNRATED_ONLY = [name for name in EVENTS.fieldNames() if name not in RATED_EVENTS.fieldNames()] + ["run_id"]
@@ -140,7 +140,7 @@ def days_events(spark: SparkSession, conf: Config, logical_date: date) -> DataFr
     the tables hold; the lookback scan it replaced read 62 days of both every run. Still within the
     lookback's partitions: a table whose older files lack run_id statistics (written before they
     were kept) costs what it did before, and the day after those files age out, no more."""
-    in_lookback = F.col("event_date") >= F.lit(logical_date - timedelta(days=LOOKBACK_DAYS))
+    in_lookback = F.col("event_date") >= F.lit(logical_date - timedelta(days=conf.validation.max_event_age_days))
     events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(
         in_lookback & written_by_runs_of(validate.STAGE, logical_date))
     dates = [row.event_date for row in events.select("event_date").distinct().collect()]
@@ -181,7 +181,8 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
 def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None, today: date | None = None) -> RunRecord:
     """Rate the suspended rating-quarantine events again with the current rules, and the events
     no run has rated yet (those the validate stage's recycle has just released, however old, and
-    any other left unrated in the LOOKBACK_DAYS before `today`, the UTC date by default)."""
+    any other left unrated in the validation.max_event_age_days before `today`, the UTC date by
+    default)."""
     record = record or RunRecord("recycle", None)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     qpath = conf.table_path("silver", "quarantine")
@@ -198,7 +199,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None, 
                 F.when(F.col("rating_reason").isNull(), F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"),
                 F.col("rating_reason").alias("reason_code"), F.col("rating_detail").alias("reason_detail"),
                 F.lit(now).alias("attempted_at")), qpath)
-        since = (today or datetime.now(timezone.utc).date()) - timedelta(days=LOOKBACK_DAYS)
+        since = (today or datetime.now(timezone.utc).date()) - timedelta(days=conf.validation.max_event_age_days)
         fresh = rate_and_write(unrated_events(spark, conf, since), compiled, tariff.version, conf, record.run_id, None, now)
         record.details.update({"tariff_version": tariff.version, "retried": sum(retried.values()),
                                "newly_rated": sum(fresh.values())})

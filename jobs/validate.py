@@ -43,7 +43,9 @@ def run_bounds(conf: Config, logical_date: date) -> dict:
     tz = ZoneInfo(conf.operator.timezone)
     day_end = datetime.combine(logical_date + timedelta(days=1), time(), tz).astimezone(timezone.utc)
     future = day_end + timedelta(minutes=conf.validation.future_tolerance_minutes)
-    return {"future_limit": future.replace(tzinfo=None),
+    oldest_day = logical_date - timedelta(days=conf.validation.max_event_age_days)
+    stale = datetime.combine(oldest_day, time(), tz).astimezone(timezone.utc)
+    return {"future_limit": future.replace(tzinfo=None), "stale_before": stale.replace(tzinfo=None),
             "max_call_duration_s": conf.validation.max_call_duration_s,
             "max_data_volume_bytes": conf.validation.max_data_volume_bytes,
             "partial_expiry_before": (day_end - timedelta(hours=conf.validation.partial_timeout_hours)).replace(tzinfo=None)}

@@ -41,6 +41,8 @@ RULES: tuple[Rule, ...] = (
          value_set=("ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION")),
     Rule(R.BAD_TIMESTAMP, "not_null", "event_start", "start time is not a valid timestamp"),
     Rule(R.FUTURE_TIMESTAMP, "between", "event_start", "start time is in the future", max_value="future_limit"),
+    Rule(R.STALE_EVENT, "between", "event_start", "start time is older than validation.max_event_age_days",
+         min_value="stale_before"),
     Rule(R.BAD_VALUE, "not_null", "usage", "usage is not a whole number"),
     Rule(R.NEGATIVE_USAGE, "between", "usage", "usage is negative", min_value=0),
     Rule(R.USAGE_TOO_LARGE, "between", "usage", "call longer than allowed", record_types=("voice", "asterisk"),

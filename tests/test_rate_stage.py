@@ -55,6 +55,16 @@ def test_a_day_s_rating_reads_the_files_of_its_day_s_validate_runs_and_rated_row
     assert rate.run(spark, conf, DAY).records_in == 0                # the rerun: rated or waiting for recycle
 
 
+def test_a_day_s_rating_reaches_back_as_far_as_validation_accepts(spark, conf, tmp_path):
+    """Validation accepts events up to validation.max_event_age_days old (older: STALE_EVENT), and
+    a day's rating looks for its events as far back: raised to 90 days, an 80-day-old event that
+    today's validate accepted is rated today, not left in silver/events for no run to rate."""
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    conf = conf.model_copy(update={"validation": conf.validation.model_copy(update={"max_event_age_days": 90})})
+    _write_events(spark, conf, _event("late", "4930", event_date=DAY - timedelta(days=80)))
+    assert rate.run(spark, conf, DAY).rated == 1
+
+
 def test_an_event_no_day_s_rating_covers_is_left_to_recycle(spark, conf, tmp_path):
     """An event written by another day's validate run whose rating never ran is not today's to rate;
     `recycle` sweeps up every event left unrated in the lookback."""

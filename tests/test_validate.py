@@ -33,7 +33,7 @@ def voice_bronze(spark, *changes, parse_error=None):
 
 
 def subscribers(spark):
-    raw = spark.createDataFrame([("ACC1", "491511000001", "i", "P_BASIC", "1", "EUR", "DE", "2026-01-01", "")],
+    raw = spark.createDataFrame([("ACC1", "491511000001", "i", "P_BASIC", "1", "EUR", "DE", "2026-10-01", "")],
                                 "account_id string, msisdn string, imsi string, plan_id string, bill_cycle_day string, "
                                 "currency string, tax_region string, valid_from string, valid_to string")
     return subscriber_periods(raw, "Europe/Berlin")
@@ -56,7 +56,10 @@ def checked(spark, bronze):
     ({"call_duration": "12s"}, R.BAD_VALUE),
     ({"called_number": "+49AB12C"}, R.BAD_NUMBER),
     ({"served_msisdn": "49999000000"}, R.UNKNOWN_SUBSCRIBER),
-    ({"answer_time": "2025-12-31T22:00:00Z"}, R.UNKNOWN_SUBSCRIBER),   # before the subscriber's valid_from
+    ({"answer_time": "2026-09-30T21:59:59Z"}, R.UNKNOWN_SUBSCRIBER),   # before the subscriber's valid_from
+    # the oldest start a run of 2026-11-02 accepts: local midnight (Berlin, CEST) 62 days before
+    ({"answer_time": "2026-08-31T22:00:00Z"}, R.UNKNOWN_SUBSCRIBER),   # accepted as to its age (the subscriber came later)
+    ({"answer_time": "2026-08-31T21:59:59Z"}, R.STALE_EVENT),
 ])
 def test_each_rule_gives_its_reason_code(spark, change, reason):
     row = checked(spark, voice_bronze(spark, change)).first()
@@ -308,10 +311,10 @@ def test_recycle_releases_records_once_the_subscriber_exists(spark, conf, tmp_pa
 
     # the CRM was fixed long after the calls, beyond the lookback of the sweep for unrated events:
     # what validate's recycle released is rated all the same, or it would never be billed
-    rated = rate.recycle(spark, conf, today=day + timedelta(days=rate.LOOKBACK_DAYS + 30))
+    rated = rate.recycle(spark, conf, today=day + timedelta(days=conf.validation.max_event_age_days + 30))
     assert (rated.details["newly_rated"], rated.rated) == (2, 2)
     assert read_table(spark, conf.table_path("gold", "rated_events")).count() == 3
-    assert rate.recycle(spark, conf, today=day + timedelta(days=rate.LOOKBACK_DAYS + 30)).records_in == 0
+    assert rate.recycle(spark, conf, today=day + timedelta(days=conf.validation.max_event_age_days + 30)).records_in == 0
 
 
 def test_a_row_that_failed_to_parse_is_never_the_first_occurrence_of_a_key(spark):

@@ -98,6 +98,9 @@ class ValidationSettings(_Section):
     max_data_volume_bytes: int = Field(10**12, gt=0)
     future_tolerance_minutes: int = Field(15, ge=0)
     partial_timeout_hours: int = Field(48, gt=0)
+    # the oldest event a run accepts, in operator-zone days before its logical date (STALE_EVENT);
+    # rating looks back as far for the events it has not rated yet
+    max_event_age_days: int = Field(62, gt=0)
 
 
 class AssuranceSettings(_Section):
