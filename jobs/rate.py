@@ -5,8 +5,8 @@ load that changes the rules is recorded in gold/tariff_versions; rated events ca
 Events nobody pays for are kept at cost 0 with chargeable = false. A day's run rates the events
 that day's validate runs wrote; `recycle` sweeps up any other event left unrated in the last
 validation.max_event_age_days (older ones validate quarantines as STALE_EVENT), and those
-validate's recycle released, however old. Idempotent: events already
-rated (or suspended in quarantine, awaiting `recycle`) are not rated again; writes are MERGEs.
+validate's recycle released, however old. Idempotent: events already rated (or suspended in
+quarantine, awaiting `recycle`) are not rated again; writes are MERGEs.
 """
 from __future__ import annotations
 
