@@ -119,6 +119,13 @@ def _unrated(spark: SparkSession, conf: Config, events: DataFrame, rated_on: Col
     return events.join(rated, "event_id", "left_anti").join(waiting, "event_id", "left_anti")
 
 
+def _on_dates_of(events: DataFrame) -> Column:
+    """Rows of the event dates `events` holds (a pass that finds them): the partitions of
+    gold/rated_events their rated rows can be in."""
+    dates = [row.event_date for row in events.select("event_date").distinct().collect()]
+    return F.col("event_date").isin(dates) if dates else F.lit(False)
+
+
 def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
     """Events no run has rated: what `recycle` sweeps up. Those from `since` on (a day whose rating
     never ran), and of any date those validate's recycle released: a record suspended for
@@ -128,9 +135,8 @@ def unrated_events(spark: SparkSession, conf: Config, since: date) -> DataFrame:
     table = read_table(spark, conf.table_path("silver", "events"), EVENTS)
     in_lookback = F.col("event_date") >= F.lit(since)
     released_earlier = table.where(~in_lookback & written_by_runs_of(validate.RECYCLE_JOB, None))
-    older_dates = [row.event_date for row in released_earlier.select("event_date").distinct().collect()]
-    rated_on = in_lookback | F.col("event_date").isin(older_dates) if older_dates else in_lookback
-    return _unrated(spark, conf, table.where(in_lookback).unionByName(released_earlier), rated_on)
+    return _unrated(spark, conf, table.where(in_lookback).unionByName(released_earlier),
+                    in_lookback | _on_dates_of(released_earlier))
 
 
 def days_events(spark: SparkSession, conf: Config, logical_date: date) -> DataFrame:
@@ -143,8 +149,7 @@ def days_events(spark: SparkSession, conf: Config, logical_date: date) -> DataFr
     in_lookback = F.col("event_date") >= F.lit(logical_date - timedelta(days=conf.validation.max_event_age_days))
     events = read_table(spark, conf.table_path("silver", "events"), EVENTS).where(
         in_lookback & written_by_runs_of(validate.STAGE, logical_date))
-    dates = [row.event_date for row in events.select("event_date").distinct().collect()]
-    return _unrated(spark, conf, events, F.col("event_date").isin(dates) if dates else F.lit(False))
+    return _unrated(spark, conf, events, _on_dates_of(events))
 
 
 def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: str, conf: Config, run_id: str,
