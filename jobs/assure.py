@@ -31,7 +31,7 @@ from jobs import measurements
 from jobs.common.audit import RunRecord, audited
 from jobs.common.config import AssuranceSettings, Config
 from jobs.common.delta_io import merge, read_table, replace_where, table_exists
-from jobs.common.expressions import local_date, lookup
+from jobs.common.expressions import local_date, local_midnight_utc, lookup
 from jobs.common.quarantine import to_quarantine
 from schemas.landing import (
     METRIC_ANSWERED_CALLS, METRIC_CONVERSATION_SECONDS, METRIC_DATA_OCTETS, PERIOD_SECONDS, TRAFFIC,
@@ -178,10 +178,7 @@ def judge(summary_rows: list, budget_pct: float, day: date) -> Verdict:
 
 def local_day_bounds(day_from: date, day_to: date, tz: str) -> tuple[datetime, datetime]:
     """UTC [start of day_from, end of day_to) in the operator's zone (23- and 25-hour days included)."""
-    zone = ZoneInfo(tz)
-    lo = datetime.combine(day_from, datetime.min.time(), zone).astimezone(timezone.utc).replace(tzinfo=None)
-    hi = datetime.combine(day_to + timedelta(days=1), datetime.min.time(), zone).astimezone(timezone.utc).replace(tzinfo=None)
-    return lo, hi
+    return local_midnight_utc(day_from, tz), local_midnight_utc(day_to + timedelta(days=1), tz)
 
 
 def standardise_traffic(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord, now: datetime) -> None:

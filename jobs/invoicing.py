@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from calendar import monthrange
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from jobs.common.config import PrivacySettings
+from jobs.common.expressions import local_midnight_utc
 from schemas import reason_codes as R
 from schemas.tables import AMOUNT, COST, QUANTITY
 
@@ -89,8 +89,7 @@ class BillingPeriod:
         return (self.end - self.start).days
 
     def _utc(self, day: date) -> datetime:
-        local = datetime.combine(day, time(), tzinfo=ZoneInfo(self.timezone))
-        return local.astimezone(timezone.utc).replace(tzinfo=None)
+        return local_midnight_utc(day, self.timezone)
 
     @property
     def start_at(self) -> datetime:

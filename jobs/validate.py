@@ -7,9 +7,8 @@ Reruns for the same date are idempotent: every write is a MERGE on a stable key.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import reduce
-from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -19,7 +18,7 @@ from jobs.common.audit import RunRecord, audited
 from jobs.common.config import Config
 from jobs.common.delta_io import (merge, read_table, table_exists, table_properties, tally_with_partition_values,
                                   update_matched, with_conflict_retry)
-from jobs.common.expressions import local_date, lookup, sql_literal
+from jobs.common.expressions import local_date, local_midnight_utc, lookup, sql_literal
 from jobs.common.quarantine import quarantine_id, record_attempts, to_quarantine
 from jobs.common.reference import attach_subscriber, read_subscribers
 from jobs.standardise import STANDARDISERS
@@ -40,15 +39,13 @@ DUPLICATE_DAYS_APART = 1
 
 def run_bounds(conf: Config, logical_date: date) -> dict:
     """Bounds the rules compare against, fixed by the logical date so that reruns agree."""
-    tz = ZoneInfo(conf.operator.timezone)
-    day_end = datetime.combine(logical_date + timedelta(days=1), time(), tz).astimezone(timezone.utc)
-    future = day_end + timedelta(minutes=conf.validation.future_tolerance_minutes)
-    oldest_day = logical_date - timedelta(days=conf.validation.max_event_age_days)
-    stale = datetime.combine(oldest_day, time(), tz).astimezone(timezone.utc)
-    return {"future_limit": future.replace(tzinfo=None), "stale_before": stale.replace(tzinfo=None),
+    tz = conf.operator.timezone
+    day_end = local_midnight_utc(logical_date + timedelta(days=1), tz)
+    return {"future_limit": day_end + timedelta(minutes=conf.validation.future_tolerance_minutes),
+            "stale_before": local_midnight_utc(logical_date - timedelta(days=conf.validation.max_event_age_days), tz),
             "max_call_duration_s": conf.validation.max_call_duration_s,
             "max_data_volume_bytes": conf.validation.max_data_volume_bytes,
-            "partial_expiry_before": (day_end - timedelta(hours=conf.validation.partial_timeout_hours)).replace(tzinfo=None)}
+            "partial_expiry_before": day_end - timedelta(hours=conf.validation.partial_timeout_hours)}
 
 
 def _bound(value, bounds: dict):

@@ -1,8 +1,9 @@
 """Small Spark column expressions several stages share."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time, timezone
 from typing import Mapping
+from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -16,6 +17,11 @@ def lookup(mapping: Mapping, key: Column) -> Column:
 def local_date(ts: Column, tz: str) -> Column:
     """The operator-zone calendar date of a UTC timestamp."""
     return F.to_date(F.from_utc_timestamp(ts, tz))
+
+
+def local_midnight_utc(day: date, tz: str) -> datetime:
+    """The instant the operator-zone `day` begins, as a naive UTC datetime (the session's zone)."""
+    return datetime.combine(day, time(), ZoneInfo(tz)).astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def sql_literal(value) -> str:
