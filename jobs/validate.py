@@ -357,6 +357,8 @@ def settle_partials(stored: DataFrame, new_parts: DataFrame, expiry_before: date
     """Every part of every open group (stored or new), with its group's status after this run.
 
     Pure. `is_new` marks parts seen for the first time; a part already stored keeps its row.
+    `stored` needs the parts of open groups and those of the new parts' dates, no others
+    (`read_stored_parts`).
     """
     fresh = new_parts.join(stored.select("record_type", "record_key"), ["record_type", "record_key"], "left_anti")
     candidates = stored.withColumn("is_new", F.lit(False)).unionByName(fresh.withColumn("is_new", F.lit(True)))
@@ -365,11 +367,53 @@ def settle_partials(stored: DataFrame, new_parts: DataFrame, expiry_before: date
     return parts.join(evaluate_groups(parts, expiry_before), ["record_type", "group_key"])
 
 
-def write_partials(judged: DataFrame, path: str) -> None:
-    """Store the parts that are new or whose group changed status (settle_partials' output)."""
+# silver/partial_records keeps every part ever seen (~5 % of a generated day's records), partitioned
+# so that a run reads the parts of open groups and of its own parts' event dates, not all of them
+PARTIALS_LAYOUT = ["status", "event_date"]
+STORED_PART_COLUMNS = (*PARTIAL_COLUMNS, "status", "run_id", "event_date")
+
+
+def ensure_partials_layout(spark: SparkSession, conf: Config, path: str) -> None:
+    """Rewrite, once and in one commit, a silver/partial_records written before PARTIALS_LAYOUT:
+    every part given its event date, partitioned by status and that date."""
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, path) or list(DeltaTable.forPath(spark, path).detail().first().partitionColumns) == PARTIALS_LAYOUT:
+        return
+    parts = read_table(spark, path).withColumn("event_date", event_date(conf)).select(*STORED_PART_COLUMNS)
+    writer = (parts.localCheckpoint(eager=True).write.format("delta").mode("overwrite")
+              .option("partitionOverwriteMode", "static").option("overwriteSchema", "true").partitionBy(*PARTIALS_LAYOUT))
+    with_conflict_retry(lambda: writer.save(path))
+
+
+def _parts_judged_with(event_dates: set, table: str = "") -> Column:
+    """The stored parts new parts of `event_dates` are judged with: those of open groups (pending or
+    expired, which a late part can still complete) and every part of those dates (where a rerun
+    finds the parts it already stored). Partition columns only: Delta reads no other partition."""
+    column = lambda name: F.col(f"{table}{name}")  # noqa: E731
+    dates = [day for day in event_dates if day is not None]
+    of_dates = column("event_date").isin(dates) if dates else F.lit(False)
+    if None in event_dates:
+        of_dates = of_dates | column("event_date").isNull()
+    return (column("status") != F.lit(ASSEMBLED)) | of_dates
+
+
+def read_stored_parts(spark: SparkSession, path: str, new_parts: DataFrame | None) -> tuple[DataFrame | None, set]:
+    """(the stored parts `settle_partials` judges `new_parts` with, the new parts' event dates);
+    None where no part was ever stored."""
+    dates = set() if new_parts is None else {row[0] for row in new_parts.select("event_date").distinct().collect()}
+    if not table_exists(spark, path):
+        return None, dates
+    return read_table(spark, path).where(_parts_judged_with(dates)), dates
+
+
+def write_partials(judged: DataFrame, path: str, event_dates: set) -> None:
+    """Store the parts that are new or whose group changed status (settle_partials' output): a
+    MERGE that reads the partitions `read_stored_parts` read for new parts of `event_dates`."""
     changed = judged.where((F.col("group_status") != F.col("status")) | F.col("is_new")).select(
-        *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id")
-    merge(changed, path, ["record_type", "record_key"], update=True)
+        *PARTIAL_COLUMNS, F.col("group_status").alias("status"), "run_id", "event_date")
+    merge(changed, path, ["record_type", "record_key"], update=True, partition_by=PARTIALS_LAYOUT,
+          target_filter=_parts_judged_with(event_dates, "t."))
 
 
 def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord | None = None) -> RunRecord:
@@ -419,10 +463,12 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                                                   record.run_id, logical_date, now))
             events_out.append(singles_to_events(batch.where(F.col("outcome") == "single"), conf, record.run_id))
             new_parts = others.where(F.col("outcome") == "part").select(
-                *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"))
+                *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"),
+                event_date(conf).alias("event_date"))
 
         partials_path = silver("partial_records")
-        stored = read_table(spark, partials_path) if table_exists(spark, partials_path) else None
+        ensure_partials_layout(spark, conf, partials_path)
+        stored, part_dates = read_stored_parts(spark, partials_path, new_parts)
         judged = None
         if stored is not None or new_parts is not None:
             stored = stored if stored is not None else new_parts.limit(0)
@@ -459,7 +505,7 @@ def run(spark: SparkSession, conf: Config, logical_date: date, record: RunRecord
                 update_matched(quarantine_rows(revived, F.lit(R.PARTIAL_INCOMPLETE), F.lit(""), record.run_id, logical_date,
                                                now).select("quarantine_id"),
                                silver("quarantine"), ["quarantine_id"], {"status": f"'{R.RECYCLED}'"})
-            write_partials(judged, partials_path)
+            write_partials(judged, partials_path, part_dates)
             if counts["part"]:
                 after = judged.select("record_type", "record_key", F.col("group_status").alias("status")).unionByName(
                     stored.join(judged.select("record_type", "record_key"), ["record_type", "record_key"], "left_anti")
@@ -540,12 +586,15 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         checked = checked.localCheckpoint(eager=True)
         passing = F.col("reason_code").isNull()
         new_parts = checked.where(passing & F.col("is_partial")).select(
-            *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"))
+            *PARTIAL_COLUMNS, F.lit(PENDING).alias("status"), F.lit(record.run_id).alias("run_id"),
+            event_date(conf).alias("event_date"))
         events_out = [singles_to_events(checked.where(passing & ~F.col("is_partial")), conf, record.run_id)]
         partials_path = silver("partial_records")
         part_status = {}
         if new_parts.limit(1).count():
-            stored = read_table(spark, partials_path) if table_exists(spark, partials_path) else new_parts.limit(0)
+            ensure_partials_layout(spark, conf, partials_path)
+            stored, part_dates = read_stored_parts(spark, partials_path, new_parts)
+            stored = stored if stored is not None else new_parts.limit(0)
             # expiry is the daily run's decision: a recycle only assembles what is complete
             touched = new_parts.select("record_type", "group_key").distinct()
             judged = (settle_partials(stored, new_parts, datetime(1970, 1, 1)).join(touched, ["record_type", "group_key"],
@@ -556,7 +605,7 @@ def recycle(spark: SparkSession, conf: Config, record: RunRecord | None = None) 
         merge(reduce(DataFrame.unionByName, events_out), silver("events"), ["event_id"], update=False,
               partition_by=["event_date"], prune_on="event_date")
         if part_status:
-            write_partials(judged, partials_path)
+            write_partials(judged, partials_path, part_dates)
         record_attempts(checked.select(
             quarantine_id(STAGE, *_record_quarantine_key()).alias("quarantine_id"),
             F.when(passing, F.lit(R.RECYCLED)).otherwise(F.lit(R.SUSPENDED)).alias("status"), "reason_code",

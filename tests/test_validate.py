@@ -257,6 +257,86 @@ def test_a_late_closing_part_revives_an_expired_group(spark):
     assert not any(r.is_new for r in rerun) and "k0" not in {r.record_key for r in rerun}
 
 
+def _write_subscriber(conf):
+    from pathlib import Path
+
+    from schemas.landing import SUBSCRIBER_COLUMNS
+
+    folder = Path(conf.paths.reference)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "subscribers.csv").write_text(",".join(SUBSCRIBER_COLUMNS) + "\n"
+                                            + "ACC1,491511000001,,P_BASIC,1,EUR,DE,2026-01-01,\n")
+
+
+def _voice_parts_of_day(spark, day: date, source_file: str, *changes):
+    """voice_bronze rows ingested on `day` from `source_file`, starting on `day`."""
+    on_day = {name: GOOD[name].replace("2026-11-02", day.isoformat()) for name in ("seizure_time", "answer_time", "release_time")}
+    return (voice_bronze(spark, *[{**on_day, **change} for change in changes])
+            .withColumn("source_file", F.lit(source_file)).withColumn("ingest_date", F.lit(day)))
+
+
+def test_a_day_s_run_reads_only_open_parts_and_the_parts_of_its_own_event_dates(spark, conf):
+    """silver/partial_records keeps every part ever seen: a run reads the parts of open groups and
+    those of its new parts' event dates (where a rerun finds its own), not every assembled part of
+    earlier days. Those of the first day are deleted here: reading them would fail."""
+    from pathlib import Path
+
+    from delta.tables import DeltaTable
+
+    from jobs import validate
+    from jobs.common.delta_io import merge, read_table
+    from schemas.tables import BRONZE_TABLES
+
+    _write_subscriber(conf)
+    conf = conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.0})})
+    bronze_path, parts_path = conf.table_path("bronze", BRONZE_TABLES["voice"]), conf.table_path("silver", "partial_records")
+    first, second = date(2026, 11, 2), date(2026, 11, 3)
+    closed = [{"call_reference": "C", "sequence_number": "1", "cause_for_term": "1"},
+              {"call_reference": "C", "sequence_number": "2", "cause_for_term": "0"}]
+    merge(_voice_parts_of_day(spark, first, "cdr/voice/a.csv", *closed,
+                              {"call_reference": "O", "sequence_number": "1", "cause_for_term": "1"}),
+          bronze_path, ["source_file", "line_number"])
+    assert validate.run(spark, conf, first).details["outcomes"]["parts"] == {"assembled": 2, "pending": 1}
+    assert DeltaTable.forPath(spark, parts_path).detail().first().partitionColumns == ["status", "event_date"]
+    assembled_first = Path(parts_path) / "status=assembled" / f"event_date={first}"
+    for parquet in assembled_first.glob("*.parquet"):
+        parquet.unlink()
+
+    merge(_voice_parts_of_day(spark, second, "cdr/voice/b.csv",
+                              {"call_reference": "O", "sequence_number": "2", "cause_for_term": "0"}),
+          bronze_path, ["source_file", "line_number"])
+    closing = validate.run(spark, conf, second)
+    assert closing.details["outcomes"]["parts"] == {"assembled": 1}
+    assert validate.run(spark, conf, second).details["outcomes"]["parts"] == {"assembled": 1}         # the rerun
+    stored = read_table(spark, parts_path).where(F.col("event_date") == second).collect()
+    assert [(r.record_key, r.status) for r in stored] == [("MSC01|O|2", "assembled")]
+    events = read_table(spark, conf.table_path("silver", "events")).collect()
+    assert sorted((r.source_keys, r.usage) for r in events) == [(["MSC01|C|1", "MSC01|C|2"], 180),
+                                                                (["MSC01|O|1", "MSC01|O|2"], 180)]
+
+
+def test_partial_records_of_the_earlier_layout_are_rewritten_with_event_dates(spark, conf):
+    """A table written before partitioning by status and event date is rewritten so, once: every
+    part kept, each under the local date of its start."""
+    from delta.tables import DeltaTable
+
+    from jobs.validate import ensure_partials_layout
+
+    path = conf.table_path("silver", "partial_records")
+    earlier = _stored_parts(spark, ("MSC01|9", "k1", 1, False, "expired"), ("MSC01|8", "k0", 1, True, "assembled"))
+    earlier = earlier.withColumn("event_start", F.when(F.col("record_key") == "k0", F.lit(datetime(2026, 10, 31, 23, 30)))
+                                 .otherwise(F.col("event_start")))
+    earlier.write.format("delta").save(path)
+    ensure_partials_layout(spark, conf, path)
+    ensure_partials_layout(spark, conf, path)                                 # once: the second finds the layout
+    table = DeltaTable.forPath(spark, path)
+    assert table.detail().first().partitionColumns == ["status", "event_date"]
+    assert table.history().count() == 2                                      # the first write, one rewrite
+    rows = {r.record_key: (r.status, r.event_date) for r in table.toDF().collect()}
+    # 23:30 UTC on Oct 31 is already Nov 1 in Berlin
+    assert rows == {"k1": ("expired", date(2026, 11, 1)), "k0": ("assembled", date(2026, 11, 1))}
+
+
 def test_recycle_releases_records_once_the_subscriber_exists(spark, conf, tmp_path):
     """UNKNOWN_SUBSCRIBER records (a single call, and both parts of a partial call) wait in
     quarantine; after the CRM adds the number, `recycle` makes them events exactly once and the
