@@ -352,7 +352,8 @@ def build_invoices(spark: SparkSession, subscribers: DataFrame, rated: DataFrame
         due = due.join(skip_accounts, "account_id", "left_anti")
     due = once(due)
     days = subscription_days(spark, subscribers.join(due.select("account_id"), "account_id"), period)
-    events = open_events(rated, invoiced_event_ids, due, period)
+    # the one read of every rated event and every invoiced id: what grows with the tables' history
+    events = once(open_events(rated, invoiced_event_ids, due, period))
     exceptions = once(account_exceptions(due, days, plans, events))
     bad = exceptions.select("account_id").distinct()
     due = once(due.join(bad, "account_id", "left_anti"))
