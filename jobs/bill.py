@@ -129,9 +129,14 @@ def write_invoices(conf: Config, run_date: date, headers: DataFrame, result: Inv
                          .join(issued, "invoice_id", "left_anti").select("invoice_id").distinct())
             if not leftovers.isEmpty():
                 delete_matched(leftovers, path, ["invoice_id"])
+    # A row can match only one of this run date's (a rerun's): the links of every other date are of
+    # issued invoices, whose events are not open, or left by an unissued run of that date, which
+    # must not keep an event off this invoice. Only this date's partition is read, not the history.
+    this_run = F.col("t.run_date") == F.lit(run_date)
     merge(result.lines, conf.table_path("gold", "invoice_lines"), ["invoice_id", "line_no"], update=False,
-          partition_by=["run_date"])
-    merge(result.links, conf.table_path("gold", "invoice_line_events"), ["event_id"], update=False, partition_by=["run_date"])
+          partition_by=["run_date"], target_filter=this_run)
+    merge(result.links, conf.table_path("gold", "invoice_line_events"), ["event_id"], update=False, partition_by=["run_date"],
+          target_filter=this_run)
     if not result.adjustment_links.isEmpty():
         merge(result.adjustment_links, conf.table_path("gold", "invoice_line_adjustments"), ["adjustment_id"], update=False)
     merge(headers, headers_path, ["invoice_id"], update=False)

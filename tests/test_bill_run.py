@@ -13,7 +13,7 @@ from jobs import bill
 from jobs.cli import main as cli
 from jobs.common.delta_io import merge, read_table
 from schemas.landing import SUBSCRIBER_COLUMNS
-from schemas.tables import RATED_EVENTS
+from schemas.tables import INVOICE_LINE_EVENTS, RATED_EVENTS
 
 SUBSCRIBERS = [
     # account, msisdn, plan, cycle day, currency, region, valid_from, valid_to
@@ -110,6 +110,28 @@ def test_every_chargeable_event_on_exactly_one_line(billed):
     assert all(lines_by_key[(r["invoice_id"], r["line_no"])]["line_type"] == "usage" for r in links)
     first = billed["first"]
     assert (first.records_in, first.rated, first.pending) == (4, 4, 0)
+
+
+def test_a_link_left_by_an_unissued_run_of_another_date_does_not_keep_an_event_off_its_invoice(spark, base_conf, tmp_path):
+    """A bill run that died after writing its links but before their invoice headers leaves links
+    that invoice nothing, so their events stay open. The next run, of another run date, links them
+    on its own invoice: its MERGE matches only its own date's links (and reads only that partition
+    of a table that grows by every invoiced event)."""
+    conf = base_conf.with_paths(warehouse=str(tmp_path / "warehouse"), reference=str(tmp_path / "reference"))
+    write_subscribers(tmp_path / "reference")
+    add_rated(spark, conf, NOVEMBER)
+    links_path = conf.table_path("gold", "invoice_line_events")
+    orphan = spark.createDataFrame([("e1", "INV-2026-11-30-ACC1", 2, "ACC1", datetime(2026, 11, 3, 9), Decimal("2.40"), None, 0,
+                                     Decimal("0"), date(2026, 11, 30))], INVOICE_LINE_EVENTS)
+    merge(orphan, links_path, ["event_id"], update=False, partition_by=["run_date"])
+
+    bill.run(spark, conf, date(2026, 12, 1))
+    links = read_table(spark, links_path).where(F.col("event_id") == "e1").collect()
+    assert sorted((r.run_date, r.invoice_id) for r in links) == [(date(2026, 11, 30), "INV-2026-11-30-ACC1"),
+                                                                 (date(2026, 12, 1), "INV-2026-12-01-ACC1")]
+    usage = read_table(spark, conf.table_path("gold", "invoice_lines")).where(
+        (F.col("invoice_id") == "INV-2026-12-01-ACC1") & (F.col("line_type") == "usage")).collect()
+    assert sum(r.event_count for r in usage) == 3                              # e1, e2, e3
 
 
 def test_rerun_is_idempotent(billed):
