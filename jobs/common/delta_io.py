@@ -81,8 +81,20 @@ def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_b
             builder = builder.partitionedBy(*partition_by)
         for key, value in table_properties(path).items():
             builder = builder.property(key, value)
-        # two first runs may create the table at once: the loser's retry finds it and does nothing
-        with_conflict_retry(builder.execute)
+        def create() -> None:
+            try:
+                builder.execute()
+            except Exception:
+                # two first runs may create the table at once: the loser fails (an AnalysisException
+                # such as DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION, or a conflict) and finds the
+                # winner's table, once the winner's first commit is written
+                for _ in range(20):
+                    if table_exists(spark, path):
+                        return
+                    time.sleep(0.25)
+                raise
+
+        with_conflict_retry(create)
     else:
         upgrade_properties(spark, path)
 
