@@ -28,7 +28,7 @@ def airflow_env(conf: Config, out: Path) -> dict[str, str]:
         env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "jobs.airflow_stage.SQLITE_CONNECT_ARGS")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # each task's spark-submit is a fresh JVM that runs for seconds on a small generated day
-    env.setdefault("CDR_BILLING__SPARK__QUICK_START_JIT", "true")
+    env.setdefault("CDR_BILLING__SPARK__SHORT_RUNS", "true")
     env["CDR_BILLING__PATHS__LANDING"] = str((out / "landing").resolve())
     env["CDR_BILLING__PATHS__REFERENCE"] = str((out / "reference").resolve())
     env["CDR_BILLING__PATHS__WAREHOUSE"] = str((out / "warehouse").resolve())

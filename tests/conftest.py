@@ -23,8 +23,14 @@ def spark(base_conf):
     from jobs.common.spark import build_spark
 
     session = build_spark(base_conf, app_name="cdr-billing-tests")
-    yield session
-    session.stop()
+    try:
+        yield session
+        # A CLI command called in process gets this session back with its own settings applied:
+        # a short run's would have left every later test interpreting what production compiles.
+        assert session.conf.get("spark.sql.codegen.factoryMode") != "NO_CODEGEN", \
+            "an in-process run switched the test session to a short run's interpreted expressions"
+    finally:
+        session.stop()
 
 
 @pytest.fixture

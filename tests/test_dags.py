@@ -70,13 +70,16 @@ def test_airflow_on_sqlite_waits_for_the_write_lock(base_conf, tmp_path, monkeyp
 
 def test_the_demo_and_its_spark_submits_start_their_jvms_for_short_runs(base_conf, tmp_path, monkeypatch):
     """The demo's (and the Airflow tests') tasks each start a JVM for seconds of work on a small
-    day: their spark-submits compile with C1 only; a run configured by hand keeps the full JIT."""
+    day: their spark-submits compile with C1 only and interpret expressions; a run configured by
+    hand keeps the full JIT and generated code."""
     from jobs.common.config import load_config
-    from jobs.common.spark import session_settings
+    from jobs.common.spark import INTERPRETED_EXPRESSIONS, session_settings
     from jobs.demo import airflow_env
 
-    monkeypatch.delenv("CDR_BILLING__SPARK__QUICK_START_JIT", raising=False)
-    assert "TieredStopAtLevel" not in session_settings(load_config(environ={}))["spark.driver.extraJavaOptions"]
+    monkeypatch.delenv("CDR_BILLING__SPARK__SHORT_RUNS", raising=False)
+    by_hand = session_settings(load_config(environ={}))
+    assert "TieredStopAtLevel" not in by_hand["spark.driver.extraJavaOptions"]
+    assert not set(INTERPRETED_EXPRESSIONS) & set(by_hand)
     for key, value in airflow_env(base_conf, tmp_path).items():
         monkeypatch.setenv(key, value)
     from airflow.dag_processing.dagbag import DagBag
@@ -87,4 +90,5 @@ def test_the_demo_and_its_spark_submits_start_their_jvms_for_short_runs(base_con
     for task in submits:
         options = task.conf["spark.driver.extraJavaOptions"].split()
         assert {"-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=256m"} <= set(options)
+        assert {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}.items() <= task.conf.items()
         assert [o for o in options if o.startswith("-XX:SharedArchiveFile=")], "the tasks' drivers map the class archive"

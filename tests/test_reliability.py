@@ -47,13 +47,12 @@ def env_for(conf) -> dict[str, str]:
     return {"CDR_BILLING__PATHS__WAREHOUSE": conf.paths.warehouse, "CDR_BILLING__PATHS__LANDING": conf.paths.landing,
             "CDR_BILLING__PATHS__REFERENCE": conf.paths.reference, "CDR_BILLING__PATHS__REPORTS": conf.paths.reports,
             "CDR_BILLING__VALIDATION__MOSTLY": str(conf.validation.mostly),
-            "CDR_BILLING__SPARK__MASTER": "local[2]", "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2",
-            "CDR_BILLING__SPARK__QUICK_START_JIT": "true"}
+            "CDR_BILLING__SPARK__MASTER": "local[2]", "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2"}
 
 
 def cdr_billing(conf, *args: str, kill_at: str | None = None, **settings: str) -> subprocess.CompletedProcess:
     """`cdr-billing ARGS` as its own driver process (its own JVM), as Airflow or a person runs it."""
-    env = {**os.environ, **env_for(conf), **settings}
+    env = {**os.environ, **env_for(conf), "CDR_BILLING__SPARK__SHORT_RUNS": "true", **settings}
     env.pop("CDR_BILLING_KILL_AT", None)
     if kill_at:
         env["CDR_BILLING_KILL_AT"] = kill_at

@@ -42,7 +42,7 @@ def training_conf(conf: Config, workdir: Path, dump: Path) -> Config:
     """The training run's settings: the tiny day's folders, a local driver that records its classes."""
     from jobs.common.spark import driver_java_options
 
-    overrides = {"spark.master": "local[2]", "spark.shuffle_partitions": 2, "spark.quick_start_jit": True,
+    overrides = {"spark.master": "local[2]", "spark.shuffle_partitions": 2, "spark.short_runs": True,
                  "spark.class_archive": ""}
     plain = conf.model_copy(update={"spark": conf.spark.model_copy(update=overrides)})
     options = [*driver_java_options(plain), f"-XX:ArchiveClassesAtExit={dump}"]

@@ -50,10 +50,12 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     delta_jar_version: str = "4.4.0"
     jars_dir: str = ".jars"
-    # True: the driver JVM compiles with C1 only. For short runs on little data (the demo, the
-    # tests' spark-submits), where most of a fresh JVM's CPU goes to C2 compiling code that then
-    # runs for seconds. Never for real volumes: C2's code is what makes millions of events fast.
-    quick_start_jit: bool = False
+    # True: the driver starts for seconds of work on little data (the demo, the tests'
+    # spark-submits): its JVM compiles with C1 only and Spark interprets expressions instead of
+    # generating code. Most of such a fresh driver's CPU otherwise goes to compiling code (C2's
+    # and Janino's) that then runs for seconds. Never for real volumes: compiled code is what
+    # makes millions of events fast.
+    short_runs: bool = False
     # The driver JVM's class-data archive, built by `make setup` (jobs/common/class_archive.py):
     # a fresh driver maps Spark's and Delta's classes from it instead of loading them from jars.
     # Relative to the project; "" turns it off; a missing or stale one is ignored by the JVM.

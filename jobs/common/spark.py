@@ -13,6 +13,16 @@ DELTA_SETTINGS = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
+# A short run's driver evaluates expressions without generating Java code for them: on a tiny
+# day, compiling each new plan's generated classes (Janino, then the JIT) cost more than the
+# rows it then ran on. Six stages each in a fresh driver: 158.6 and 161.3 s generated, 133.7
+# and 127.4 s interpreted (README, "Configuration"). Both keys: factoryMode alone leaves
+# whole-stage code generation on.
+INTERPRETED_EXPRESSIONS = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+
 
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the Python driver with the gateway already running: master, jars
@@ -39,6 +49,8 @@ def session_settings(conf: Config) -> dict[str, str]:
         "spark.log.level": "WARN",
         "spark.driver.extraJavaOptions": " ".join(driver_java_options(conf)),
     }
+    if conf.spark.short_runs:
+        settings.update(INTERPRETED_EXPRESSIONS)
     settings.update(conf.spark.extra_conf)
     return settings
 
@@ -46,7 +58,7 @@ def session_settings(conf: Config) -> dict[str, str]:
 def driver_java_options(conf: Config) -> list[str]:
     """The driver JVM's flags (set when it starts: by spark-submit, or by PySpark's launcher)."""
     options = ["-Dlog4j2.level=WARN", *class_archive.java_options(conf.spark)]
-    if conf.spark.quick_start_jit:
+    if conf.spark.short_runs:
         # A tiny day's five stages, a fresh JVM each: 632 JVM CPU-s with C2, 369 with C1 only.
         options.append("-XX:TieredStopAtLevel=1")
         # C1 alone gets a 48 MB code cache, which one driver running collect then validate filled
