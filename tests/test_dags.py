@@ -90,5 +90,6 @@ def test_the_demo_and_its_spark_submits_start_their_jvms_for_short_runs(base_con
     for task in submits:
         options = task.conf["spark.driver.extraJavaOptions"].split()
         assert {"-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=256m"} <= set(options)
+        assert {"-XX:TieredStopAtLevel=1"} <= set(task.conf["spark.executor.extraJavaOptions"].split()), "a cluster's too"
         assert {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}.items() <= task.conf.items()
         assert [o for o in options if o.startswith("-XX:SharedArchiveFile=")], "the tasks' drivers map the class archive"

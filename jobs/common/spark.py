@@ -23,6 +23,12 @@ INTERPRETED_EXPRESSIONS = {
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
 
+# A short run's JVMs compile with C1 only: a tiny day's five stages, a fresh JVM each, took 632
+# JVM CPU-s with C2, 369 with C1 only. C1 alone gets a 48 MB code cache, which one driver running
+# collect then validate filled (the JVM then flushes compiled code and compiles it again); it
+# used 60 MB for a whole day.
+SHORT_RUN_JIT = ["-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=256m"]
+
 
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the Python driver with the gateway already running: master, jars
@@ -51,6 +57,8 @@ def session_settings(conf: Config) -> dict[str, str]:
     }
     if conf.spark.short_runs:
         settings.update(INTERPRETED_EXPRESSIONS)
+        # a cluster starts executors for the run too: they live for its seconds as well
+        settings["spark.executor.extraJavaOptions"] = " ".join(SHORT_RUN_JIT)
     settings.update(conf.spark.extra_conf)
     return settings
 
@@ -58,13 +66,7 @@ def session_settings(conf: Config) -> dict[str, str]:
 def driver_java_options(conf: Config) -> list[str]:
     """The driver JVM's flags (set when it starts: by spark-submit, or by PySpark's launcher)."""
     options = ["-Dlog4j2.level=WARN", *class_archive.java_options(conf.spark)]
-    if conf.spark.short_runs:
-        # A tiny day's five stages, a fresh JVM each: 632 JVM CPU-s with C2, 369 with C1 only.
-        options.append("-XX:TieredStopAtLevel=1")
-        # C1 alone gets a 48 MB code cache, which one driver running collect then validate filled
-        # (the JVM then flushes compiled code and compiles it again); it used 60 MB for a whole day.
-        options.append("-XX:ReservedCodeCacheSize=256m")
-    return options
+    return options + SHORT_RUN_JIT if conf.spark.short_runs else options
 
 
 def build_spark(conf: Config, app_name: str | None = None):
