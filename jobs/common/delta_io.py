@@ -81,6 +81,7 @@ def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_b
             builder = builder.partitionedBy(*partition_by)
         for key, value in table_properties(path).items():
             builder = builder.property(key, value)
+
         def create() -> None:
             try:
                 builder.execute()
