@@ -145,26 +145,12 @@ def test_two_runs_creating_a_table_at_once_both_find_it(spark, tmp_path):
     the loser fails inside Delta and must find the winner's table, not fail the run. Before this
     was handled, 3 races in 15 failed with DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION or
     DELTA_TABLE_NOT_FOUND."""
-    import threading
-
     from jobs.common.delta_io import ensure_table
+    from tests.threads import run_together
 
     errors, schema = [], spark.createDataFrame([], SCHEMA).schema
     for race in range(12):
         path = str(tmp_path / f"table{race}")
-        start = threading.Barrier(2)
-
-        def create(path=path, start=start) -> None:
-            start.wait()
-            try:
-                ensure_table(spark, path, schema, ["event_date"])
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(repr(exc)[:300])
-
-        threads = [threading.Thread(target=create) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors += run_together(lambda path=path: ensure_table(spark, path, schema, ["event_date"]))
         assert read_table(spark, path).count() == 0
     assert not errors, errors

@@ -23,6 +23,7 @@ from jobs.common.config import PROJECT_ROOT
 from jobs.common.delta_io import read_table, table_exists
 from jobs.common.run_lock import RunLocked, run_lock
 from jobs.generate.cdrs import GeneratorSettings, generate
+from tests.threads import run_together
 
 DAY = date(2026, 11, 2)
 BILL_DATE = DAY + timedelta(days=1)
@@ -185,21 +186,12 @@ def test_runs_checking_the_warehouse_together_all_pass_and_leave_nothing_behind(
     from jobs.common.preflight import check_warehouse
 
     Path(conf.paths.warehouse).mkdir(parents=True)
-    errors, start = [], threading.Barrier(4)
 
     def check() -> None:
-        start.wait()
         for _ in range(25):
-            try:
-                check_warehouse(spark, conf)
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(str(exc)[:500])
+            check_warehouse(spark, conf)
 
-    threads = [threading.Thread(target=check) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_together(check, threads=4)
     assert not errors, errors
     assert not list(Path(conf.paths.warehouse).iterdir())
 
