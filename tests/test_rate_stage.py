@@ -55,6 +55,27 @@ def test_a_day_s_rating_reads_the_files_of_its_day_s_validate_runs_and_rated_row
     assert rate.run(spark, conf, DAY).records_in == 0                # the rerun: rated or waiting for recycle
 
 
+def test_a_day_s_rating_skips_other_days_rated_rows_but_not_those_recycle_wrote(spark, conf, tmp_path):
+    """Rated rows other days' rating runs wrote rated other days' events: a day's first attempt
+    joins its events with no rated rows at all, and its later attempts skip those files (deleted
+    here: reading one would fail). Rows `recycle` wrote may be this day's events, and are read."""
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    yesterday = DAY - timedelta(days=1)
+    _write_events(spark, conf, _event("y1", "4930", event_date=yesterday, validated_on=yesterday))
+    assert rate.run(spark, conf, yesterday).rated == 1
+    yesterdays_rated = list(Path(conf.table_path("gold", "rated_events"), f"event_date={yesterday}").glob("*.parquet"))
+    _write_events(spark, conf, _event("t1", "4930"), _event("t2", "4931", event_date=yesterday))
+    assert not [f for f in rate.days_events(spark, conf, DAY).inputFiles() if "rated_events" in f]
+
+    assert rate.recycle(spark, conf, today=DAY).rated == 2           # today's events, before today's rating ran
+    _write_events(spark, conf, _event("t3", "4932"))
+    for data_file in yesterdays_rated:
+        data_file.unlink()
+    today = rate.run(spark, conf, DAY)
+    assert (today.records_in, today.rated) == (1, 1)
+    assert rate.run(spark, conf, DAY).records_in == 0
+
+
 def test_a_day_s_rating_reaches_back_as_far_as_validation_accepts(spark, conf, tmp_path):
     """Validation accepts events up to validation.max_event_age_days old (older: STALE_EVENT), and
     a day's rating looks for its events as far back: raised to 90 days, an 80-day-old event that

@@ -35,6 +35,14 @@ def written_by_runs_of(job: str, logical_date: date | None) -> Column:
     return (F.col("run_id") >= F.lit(prefix)) & (F.col("run_id") < F.lit(after_prefix))
 
 
+def not_written_by_other_days_runs_of(job: str, logical_date: date) -> Column:
+    """Rows no run of `job` for another logical date wrote (its runs for `logical_date`, its ad hoc
+    runs and every other job's are kept): ranges again, so that Delta skips those runs' files."""
+    dated_from, dated_to = f"{job}-0", f"{job}-:"          # ':' sorts right after '9'
+    return (F.col("run_id").isNull() | (F.col("run_id") < F.lit(dated_from)) | (F.col("run_id") >= F.lit(dated_to))
+            | written_by_runs_of(job, logical_date))
+
+
 @dataclass
 class RunRecord:
     job: str
