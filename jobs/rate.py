@@ -102,11 +102,14 @@ def load_rules(spark: SparkSession, conf: Config) -> tuple[Tariff, CompiledTarif
     return tariff, CompiledTariff(spark, tariff, conf.operator.tenant)
 
 
-def write_rated(rated: DataFrame, conf: Config, update: bool = False, event_days: set | None = None) -> None:
+def write_rated(rated: DataFrame, conf: Config, update: bool = False, event_days: set | None = None,
+                logical_date: date | None = None) -> None:
     """MERGE rated rows on event_id, reading only their days' partitions (`event_days` where the
-    caller has counted them, else found by a pass over `rated`)."""
+    caller has counted them, else found by a pass over `rated`). A day's rating (`logical_date`)
+    matches them only with rows its day's events can have (`days_events`): not other days'."""
     merge(rated, conf.table_path("gold", "rated_events"), ["event_id"], update=update, partition_by=["event_date"],
-          prune_on="event_date", prune_values=event_days)
+          prune_on="event_date", prune_values=event_days,
+          target_filter=not_written_by_other_days_runs_of(STAGE, logical_date, "t.run_id") if logical_date else None)
 
 
 def _unrated(spark: SparkSession, conf: Config, events: DataFrame, rated_on: Column) -> DataFrame:
@@ -167,7 +170,8 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
     priced = price_now(todo, compiled, conf)
     outcome, rated_days = tally_with_partition_values(priced, "rating_reason", F.col("rating_reason").isNull(),
                                                       F.col("event_date"))
-    write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf, event_days=rated_days)
+    write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf, event_days=rated_days,
+                logical_date=logical_date)
     merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
           ["quarantine_id"], update=False)
     return outcome

@@ -57,8 +57,9 @@ def test_a_day_s_rating_reads_the_files_of_its_day_s_validate_runs_and_rated_row
 
 def test_a_day_s_rating_skips_other_days_rated_rows_but_not_those_recycle_wrote(spark, conf, tmp_path):
     """Rated rows other days' rating runs wrote rated other days' events: a day's first attempt
-    joins its events with no rated rows at all, and its later attempts skip those files (deleted
-    here: reading one would fail). Rows `recycle` wrote may be this day's events, and are read."""
+    joins its events with no rated rows at all, and its later attempts and its MERGE skip those
+    files (deleted here: reading one would fail). Rows `recycle` wrote may be this day's events,
+    and are read."""
     conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
     yesterday = DAY - timedelta(days=1)
     _write_events(spark, conf, _event("y1", "4930", event_date=yesterday, validated_on=yesterday))
@@ -68,7 +69,7 @@ def test_a_day_s_rating_skips_other_days_rated_rows_but_not_those_recycle_wrote(
     assert not [f for f in rate.days_events(spark, conf, DAY).inputFiles() if "rated_events" in f]
 
     assert rate.recycle(spark, conf, today=DAY).rated == 2           # today's events, before today's rating ran
-    _write_events(spark, conf, _event("t3", "4932"))
+    _write_events(spark, conf, _event("t3", "4932", event_date=yesterday))      # its MERGE matches in that partition
     for data_file in yesterdays_rated:
         data_file.unlink()
     today = rate.run(spark, conf, DAY)

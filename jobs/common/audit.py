@@ -27,20 +27,21 @@ def new_run_id(job: str, logical_date: date | None) -> str:
     return f"{run_id_prefix(job, logical_date)}{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def written_by_runs_of(job: str, logical_date: date | None) -> Column:
+def written_by_runs_of(job: str, logical_date: date | None, column: str = "run_id") -> Column:
     """Rows whose `run_id` is one of a job's runs for the date: a range, not a prefix match, so
     that a Delta table keeping `run_id` statistics skips every other run's files."""
     prefix = run_id_prefix(job, logical_date)
     after_prefix = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return (F.col("run_id") >= F.lit(prefix)) & (F.col("run_id") < F.lit(after_prefix))
+    return (F.col(column) >= F.lit(prefix)) & (F.col(column) < F.lit(after_prefix))
 
 
-def not_written_by_other_days_runs_of(job: str, logical_date: date) -> Column:
+def not_written_by_other_days_runs_of(job: str, logical_date: date, column: str = "run_id") -> Column:
     """Rows no run of `job` for another logical date wrote (its runs for `logical_date`, its ad hoc
     runs and every other job's are kept): ranges again, so that Delta skips those runs' files."""
+    run_id = F.col(column)
     dated_from, dated_to = f"{job}-0", f"{job}-:"          # ':' sorts right after '9'
-    return (F.col("run_id").isNull() | (F.col("run_id") < F.lit(dated_from)) | (F.col("run_id") >= F.lit(dated_to))
-            | written_by_runs_of(job, logical_date))
+    return (run_id.isNull() | (run_id < F.lit(dated_from)) | (run_id >= F.lit(dated_to))
+            | written_by_runs_of(job, logical_date, column))
 
 
 @dataclass
