@@ -276,10 +276,7 @@ class CompiledTariff:
         self.prefix_lengths = sorted(set(-chain_prefixes["neg_len"]))
         # with its schema, not checked row by row: inferring it took ~4 s for the benchmark's 150,000 rows
         self.chain_prefixes = spark.createDataFrame(chain_prefixes, CHAIN_PREFIXES, verifySchema=False).select(
-            F.col("chain_id").cast("int"), F.col("prefix").cast("string"),
-            F.struct(*[F.col(name).cast(kind).alias(name) for name, kind in (
-                ("chain_idx", "int"), ("neg_len", "int"), ("rp_id", "string"), ("destination_id", "string"),
-                ("tied", "boolean"))]).alias("hit"))
+            "chain_id", "prefix", F.struct("chain_idx", "neg_len", "rp_id", "destination_id", "tied").alias("hit"))
         tied = compile_tied_destinations(tariff, prefixes)
         self.tied_destinations = spark.createDataFrame(tied, TIED_DESTINATIONS) if tied else None
         plan_rows = compile_plan_rows(tariff)
