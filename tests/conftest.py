@@ -19,18 +19,39 @@ def base_conf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark(base_conf):
-    """One SparkSession for the whole run: local[2], 2 shuffle partitions, UI off."""
-    from jobs.common.spark import build_spark
+    """One SparkSession for the whole run: local[2], 2 shuffle partitions, UI off, and expressions
+    interpreted, as a short run's are (`spark.short_runs`): on frames of a few hundred rows, Spark
+    spent more compiling each new plan's generated code (Janino, then the JIT) than running it.
+    Tests marked `generated_code` run with generated code, as real volumes do."""
+    from jobs.common.spark import INTERPRETED_EXPRESSIONS, build_spark
 
     session = build_spark(base_conf, app_name="cdr-billing-tests")
+    for key, value in INTERPRETED_EXPRESSIONS.items():
+        session.conf.set(key, value)
     try:
         yield session
-        # A CLI command called in process gets this session back with its own settings applied:
-        # a short run's would have left every later test interpreting what production compiles.
-        assert session.conf.get("spark.sql.codegen.factoryMode") != "NO_CODEGEN", \
-            "an in-process run switched the test session to a short run's interpreted expressions"
     finally:
         session.stop()
+
+
+@pytest.fixture(autouse=True)
+def expression_mode(request):
+    """Generated code for the tests marked `generated_code` (the modules whose expressions compute
+    money or parse what mediation sent), interpreted expressions for the rest. Runtime settings:
+    each query is planned with the mode in force when it runs."""
+    if request.node.get_closest_marker("generated_code") is None:
+        yield
+        return
+    from jobs.common.spark import INTERPRETED_EXPRESSIONS
+
+    session = request.getfixturevalue("spark")
+    for key in INTERPRETED_EXPRESSIONS:
+        session.conf.unset(key)
+    try:
+        yield
+    finally:
+        for key, value in INTERPRETED_EXPRESSIONS.items():
+            session.conf.set(key, value)
 
 
 @pytest.fixture
@@ -49,19 +70,19 @@ def session_settings_for_the_cli(base_conf, monkeypatch):
     monkeypatch.setenv("CDR_BILLING__SPARK__MASTER", base_conf.spark.master)
 
 
-# The test files that take longest (seconds in a clean-clone `make test`, 2026-11-28), heaviest
-# first. `make test` hands whole files to its two workers in collection order
+# The test files that take longest (seconds in a `make test`, 2026-12-06, this project's 2-core
+# VM), heaviest first. `make test` hands whole files to its two workers in collection order
 # (--dist loadfile --no-loadscope-reorder): started first, they run beside the many short files
 # instead of one of them running alone at the end (xdist's own order, by test count, put the
 # 320 s Airflow file last, ~150 s with one worker idle). Files not listed follow in their own order.
-HEAVIEST_FIRST = ["test_reliability.py",           # 600
-                  "test_airflow_standalone.py",    # 320
-                  "test_pipeline_e2e.py",          # 280
-                  "test_validate.py",              # 250
-                  "test_rate_stage.py",            # 180
-                  "test_airflow.py",               # 180
-                  "test_rating.py",                # 160
-                  "test_bill_run.py"]              # 110
+HEAVIEST_FIRST = ["test_reliability.py",           # 614
+                  "test_airflow_standalone.py",    # 638
+                  "test_pipeline_e2e.py",          # 304
+                  "test_airflow.py",               # 256
+                  "test_rate_stage.py",            # 225
+                  "test_validate.py",              # 203
+                  "test_rating.py",                # 134
+                  "test_bill_run.py"]              # 99
 
 
 def pytest_collection_modifyitems(config, items):

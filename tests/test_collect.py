@@ -6,6 +6,8 @@ from jobs.collect import inspect_file, to_bronze
 from schemas import reason_codes as R
 from schemas.landing import ASTERISK, SMS, VOICE
 
+pytestmark = pytest.mark.generated_code
+
 VOICE_HEADER = ",".join(VOICE.columns).encode()
 
 

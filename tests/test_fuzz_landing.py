@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 from datetime import date
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from schemas.landing import ASTERISK, DATA, SMS, VOICE
 from schemas.tables import RECORD_KEYS
 from tests.test_validate import GOOD, subscribers
 
+pytestmark = pytest.mark.generated_code
 CONF = load_config(environ={})
 DAY = date(2026, 11, 2)
 HEADER = ",".join(VOICE.columns)

@@ -14,6 +14,7 @@ from schemas import reason_codes as R
 from schemas.landing import SUBSCRIBER_COLUMNS
 from schemas.tables import RATED_EVENTS
 
+pytestmark = pytest.mark.generated_code
 TZ = "Europe/Berlin"
 PLANS = [
     {"plan_id": "P_EUR", "description": "Mobile", "recurring_fee": Decimal("9.99"), "currency": "EUR"},

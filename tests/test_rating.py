@@ -8,6 +8,8 @@ from jobs.rating import CompiledTariff, rate_events
 from jobs.tariff import load_tariff
 from tests.conftest import CGRATES_SAMPLES
 
+pytestmark = pytest.mark.generated_code
+
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADERS = {
     "Destinations": "#Id,Prefix", "Rates": "#Id,ConnectFee,Rate,RateUnit,RateIncrement,GroupIntervalStart",

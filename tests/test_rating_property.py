@@ -9,10 +9,13 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, 
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.test_rating import rate, write_plan
+
+pytestmark = pytest.mark.generated_code
 
 TZ = ZoneInfo("Europe/Berlin")
 # rate id -> groups (connect fee, rate, unit s, increment s, group start s)

@@ -45,3 +45,19 @@ def test_the_class_archive_flag_is_given_only_where_an_archive_exists(base_conf,
     assert f"-XX:SharedArchiveFile={archive}" in driver_java_options(with_archive)
     turned_off = base_conf.model_copy(update={"spark": base_conf.spark.model_copy(update={"class_archive": ""})})
     assert not any("SharedArchiveFile" in option for option in driver_java_options(turned_off))
+
+
+def _compiles(spark) -> bool:
+    frame = spark.range(10).selectExpr("id * 2 AS doubled")          # no exchange: no adaptive plan to wait for
+    return frame._jdf.queryExecution().executedPlan().getClass().getSimpleName() == "WholeStageCodegenExec"
+
+
+def test_tests_interpret_expressions_unless_marked(spark):
+    assert not _compiles(spark)
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+
+
+@pytest.mark.generated_code
+def test_tests_marked_generated_code_compile_as_real_volumes_do(spark):
+    assert _compiles(spark)
+    assert spark.conf.get("spark.sql.codegen.factoryMode", "FALLBACK") != "NO_CODEGEN"

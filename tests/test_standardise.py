@@ -4,6 +4,8 @@ from pyspark.sql import functions as F
 from jobs.common.config import OperatorSettings
 from jobs.standardise import normalise_number
 
+pytestmark = pytest.mark.generated_code
+
 
 @pytest.mark.parametrize("dialled, expected", [
     ("+491511234567", "491511234567"), ("00441234567", "441234567"), ("030123456", "4930123456"),
