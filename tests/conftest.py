@@ -23,11 +23,10 @@ def spark(base_conf):
     interpreted, as a short run's are (`spark.short_runs`): on frames of a few hundred rows, Spark
     spent more compiling each new plan's generated code (Janino, then the JIT) than running it.
     Tests marked `generated_code` run with generated code, as real volumes do."""
-    from jobs.common.spark import INTERPRETED_EXPRESSIONS, build_spark
+    from jobs.common.spark import build_spark
 
     session = build_spark(base_conf, app_name="cdr-billing-tests")
-    for key, value in INTERPRETED_EXPRESSIONS.items():
-        session.conf.set(key, value)
+    _interpret_expressions(session)
     try:
         yield session
     finally:
@@ -50,8 +49,14 @@ def expression_mode(request):
     try:
         yield
     finally:
-        for key, value in INTERPRETED_EXPRESSIONS.items():
-            session.conf.set(key, value)
+        _interpret_expressions(session)
+
+
+def _interpret_expressions(session) -> None:
+    from jobs.common.spark import INTERPRETED_EXPRESSIONS
+
+    for key, value in INTERPRETED_EXPRESSIONS.items():
+        session.conf.set(key, value)
 
 
 @pytest.fixture
@@ -75,8 +80,8 @@ def session_settings_for_the_cli(base_conf, monkeypatch):
 # (--dist loadfile --no-loadscope-reorder): started first, they run beside the many short files
 # instead of one of them running alone at the end (xdist's own order, by test count, put the
 # 320 s Airflow file last, ~150 s with one worker idle). Files not listed follow in their own order.
-HEAVIEST_FIRST = ["test_reliability.py",           # 614
-                  "test_airflow_standalone.py",    # 638
+HEAVIEST_FIRST = ["test_airflow_standalone.py",    # 638
+                  "test_reliability.py",           # 614
                   "test_pipeline_e2e.py",          # 304
                   "test_airflow.py",               # 256
                   "test_rate_stage.py",            # 225
