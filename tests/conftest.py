@@ -83,7 +83,6 @@ def session_settings_for_the_cli(base_conf, monkeypatch):
 HEAVIEST_FIRST = ["test_airflow_standalone.py",    # 638
                   "test_reliability.py",           # 614
                   "test_pipeline_e2e.py",          # 304
-                  "test_airflow.py",               # 256
                   "test_rate_stage.py",            # 225
                   "test_validate.py",              # 203
                   "test_rating.py",                # 134

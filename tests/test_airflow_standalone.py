@@ -1,7 +1,10 @@
 """Airflow as a person runs it: `airflow standalone` on a loopback port (authentication on, SQLite),
 one day triggered through the REST API, the next days through `airflow backfill create`, every
 table compared with the same days run one by one, and the triggered run looked at in headless
-Chromium. One Airflow for all of it: starting one and running a day through it are the costs."""
+Chromium; then `dag.test()` of `billing_cycle` bills what Airflow rated, as a bill run in process
+bills the days run one by one. One Airflow for all of it: starting one and running a day through
+it are the costs (every task is a spark-submit, a fresh JVM). `cdr_daily` runs through the
+scheduler, not also through `dag.test()`: the same tasks again would only repeat those JVMs."""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +15,14 @@ import socket
 import subprocess
 import time
 import urllib.request
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from jobs.common.config import PROJECT_ROOT
+from jobs.demo import airflow_env
 from jobs.generate.cdrs import GeneratorSettings, generate
-from tests.test_airflow import small_days_env
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,6 +33,22 @@ BACKFILLED = [TRIGGERED + timedelta(days=1 + offset) for offset in range(int(os.
 DAYS = [TRIGGERED, *BACKFILLED]
 COMPARED = ["bronze/file_manifest", "silver/events", "silver/duplicates", "silver/quarantine", "silver/partial_records",
             "gold/rated_events", "gold/usage_assurance"]
+BILLED = BACKFILLED[-1]               # closes the accounts whose cycle day it is: the earlier days' usage
+BILL_TABLES = ["gold/invoices", "gold/invoice_lines", "gold/invoice_line_events", "gold/tax_summary"]
+# columns that name the run or the moment (and any `…_at`): they differ between any two runs by design
+RUN_COLUMNS = {"run_id", "bill_run_id", "source_versions"}
+
+# two planted leaks are most of so small a day's traffic, judged elsewhere (test_pipeline_e2e);
+# and so are its planted bad records
+SMALL_DAYS = {"CDR_BILLING__ASSURANCE__LEAKAGE_BUDGET_PCT": "100", "CDR_BILLING__VALIDATION__MOSTLY": "0.8",
+              "CDR_BILLING__SPARK__SHUFFLE_PARTITIONS": "2"}
+
+
+def small_days_env(base_conf, out) -> dict[str, str]:
+    """The environment the DAGs and their spark-submits run in, for generated days under `out`."""
+    # orchestration is what is tested here; the counters' 72 files a day are test_pipeline_e2e's
+    shutil.rmtree(out / "landing" / "traffic")
+    return {**airflow_env(base_conf, out), **SMALL_DAYS}
 
 
 def _free_port() -> int:
@@ -101,18 +120,28 @@ def _snapshot(warehouse: Path, table: str) -> list:
     from deltalake import DeltaTable
 
     frame = DeltaTable(str(warehouse / table)).to_pandas()
-    volatile = [c for c in ("run_id", "rated_at", "first_seen_at", "last_attempt_at", "ingested_at") if c in frame.columns]
-    frame = frame.drop(columns=volatile)
+    frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS or c.endswith("_at")])
     return sorted(map(repr, frame.to_dict("records")))
 
 
-def _run_one_by_one(spark, base_conf, out: Path) -> None:
-    from jobs import assure, collect, publish, rate, validate
+def _assert_same_tables(out: Path, tables: list[str]) -> None:
+    for table in tables:
+        written = [(out / warehouse / table / "_delta_log").exists() for warehouse in ("airflow", "one_by_one")]
+        assert written[0] == written[1], table
+        if written[0]:
+            assert _snapshot(out / "airflow", table) == _snapshot(out / "one_by_one", table), table
 
+
+def _one_by_one_conf(base_conf, out: Path):
     conf = base_conf.with_paths(warehouse=str(out / "one_by_one"), landing=str(out / "landing"),
                                 reference=str(out / "reference"), reports=str(out / "reports_one_by_one"))
-    conf = conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.8}),
+    return conf.model_copy(update={"validation": conf.validation.model_copy(update={"mostly": 0.8}),
                                    "assurance": conf.assurance.model_copy(update={"leakage_budget_pct": 100.0})})
+
+
+def _run_one_by_one(spark, conf) -> None:
+    from jobs import assure, collect, publish, rate, validate
+
     for day in DAYS:
         for stage in (collect, validate, rate, assure, publish):
             stage.run(spark, conf, day)
@@ -138,15 +167,15 @@ def _create_backfill(airflow: dict[str, str], attempts: int = 3) -> subprocess.C
     raise AssertionError("unreachable")
 
 
-@pytest.mark.timeout(900 + 900 * len(DAYS))
-def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark, base_conf, tmp_path):
-    """Airflow's runs leave the same tables as the days run one after the other in process. The
-    backfill runs one day at a time, oldest first (`--max-active-runs 1`: a day's duplicates and
-    late records are judged against the days before it)."""
+@pytest.fixture(scope="module")
+def airflow_days(spark, base_conf, tmp_path_factory):
+    """The days run by Airflow (a triggered day, then the backfill) into `airflow/`, and one by one
+    in process into `one_by_one/`: yields the folder holding both and the tasks' environment."""
+    tmp_path = tmp_path_factory.mktemp("airflow_days")
     out = tmp_path / "days"
     generate(GeneratorSettings(out=out, seed=17, subscribers=20, start=DAYS[0], days=len(DAYS), events_per_day=40))
     env = {**small_days_env(base_conf, out), "CDR_BILLING__PATHS__WAREHOUSE": str(out / "airflow")}
-    _run_one_by_one(spark, base_conf, out)
+    _run_one_by_one(spark, _one_by_one_conf(base_conf, out))
 
     with _standalone(env, tmp_path / "airflow_home") as (base, user, password, log, airflow):
         token = _call(base, "POST", "/auth/token", body={"username": user, "password": password})["access_token"]
@@ -174,13 +203,48 @@ def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(spark
         runs = _wait("the backfill to succeed", backfilled, 900 * len(BACKFILLED), every_s=10)
         assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in BACKFILLED]
         _screenshot_of_the_run(base, user, password, triggered, tmp_path / "cdr_daily.png")
+    return out, env
 
-    for table in COMPARED:
-        written = [(out / warehouse / table / "_delta_log").exists() for warehouse in ("airflow", "one_by_one")]
-        assert written[0] == written[1], table
-        if written[0]:
-            assert _snapshot(out / "airflow", table) == _snapshot(out / "one_by_one", table), table
+
+# the module's Airflow run (~10 min here) is set up by whichever of its tests runs first
+AIRFLOW_RUN_TIMEOUT = pytest.mark.timeout(900 + 900 * len(DAYS))
+
+
+@AIRFLOW_RUN_TIMEOUT
+def test_a_triggered_day_and_backfilled_days_equal_the_days_run_one_by_one(airflow_days):
+    """Airflow's runs leave the same tables as the days run one after the other in process. The
+    backfill runs one day at a time, oldest first (`--max-active-runs 1`: a day's duplicates and
+    late records are judged against the days before it)."""
+    out, _ = airflow_days
+    _assert_same_tables(out, COMPARED)
     assert len(_snapshot(out / "one_by_one", "gold/rated_events")) > 0
+
+
+@AIRFLOW_RUN_TIMEOUT
+def test_dag_test_of_billing_cycle_bills_what_airflow_rated_as_a_bill_run_in_process_does(
+        spark, base_conf, airflow_days, monkeypatch):
+    """`billing_cycle` through `dag.test()` (its bill task a real spark-submit) on the warehouse
+    Airflow filled. Its sensor waits for `cdr_daily`'s `rate` in this process's metadata DB,
+    where that DAG never ran (it ran in the standalone's), so `dag.test` marks it done."""
+    from jobs import bill
+
+    out, env = airflow_days
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+
+    billing = DagBag(str(PROJECT_ROOT / "dags")).get_dag("billing_cycle").test(
+        logical_date=datetime(BILLED.year, BILLED.month, BILLED.day, tzinfo=timezone.utc),
+        mark_success_pattern="^usage_rated$")
+    assert billing.state == "success", [(ti.task_id, ti.state) for ti in billing.get_task_instances()]
+    assert bill.run(spark, _one_by_one_conf(base_conf, out), BILLED).details["invoices"] > 0
+    _assert_same_tables(out, BILL_TABLES)
+
+    from deltalake import DeltaTable
+
+    audit = DeltaTable(str(out / "airflow" / "audit" / "pipeline_runs")).to_pandas()
+    assert sorted(audit["job"]) == sorted(["assure", "collect", "publish", "rate", "validate"] * len(DAYS) + ["bill"])
+    assert set(audit["status"]) == {"succeeded"}
 
 
 def _screenshot_of_the_run(base: str, user: str, password: str, run_id: str, shot: Path) -> None:
