@@ -75,18 +75,18 @@ def session_settings_for_the_cli(base_conf, monkeypatch):
     monkeypatch.setenv("CDR_BILLING__SPARK__MASTER", base_conf.spark.master)
 
 
-# The test files that take longest (seconds in a `make test`, 2026-12-06, this project's 2-core
-# VM), heaviest first. `make test` hands whole files to its two workers in collection order
+# The test files that take longest (seconds in a `make test`, 2026-12-06 at 1a0da65, this project's
+# 2-core VM), heaviest first. `make test` hands whole files to its two workers in collection order
 # (--dist loadfile --no-loadscope-reorder): started first, they run beside the many short files
 # instead of one of them running alone at the end (xdist's own order, by test count, put the
 # 320 s Airflow file last, ~150 s with one worker idle). Files not listed follow in their own order.
-HEAVIEST_FIRST = ["test_airflow_standalone.py",    # 638
-                  "test_reliability.py",           # 614
-                  "test_pipeline_e2e.py",          # 304
-                  "test_rate_stage.py",            # 225
-                  "test_validate.py",              # 203
-                  "test_rating.py",                # 134
-                  "test_bill_run.py"]              # 99
+HEAVIEST_FIRST = ["test_airflow_standalone.py",    # 761
+                  "test_reliability.py",           # 557
+                  "test_pipeline_e2e.py",          # 303
+                  "test_rate_stage.py",            # 246
+                  "test_validate.py",              # 189
+                  "test_rating.py",                # 120
+                  "test_bill_run.py"]              # 109
 
 
 def pytest_collection_modifyitems(config, items):
