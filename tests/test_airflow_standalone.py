@@ -170,7 +170,7 @@ def _create_backfill(airflow: dict[str, str], attempts: int = 3) -> subprocess.C
 @pytest.fixture(scope="module")
 def airflow_days(spark, base_conf, tmp_path_factory):
     """The days run by Airflow (a triggered day, then the backfill) into `airflow/`, and one by one
-    in process into `one_by_one/`: yields the folder holding both and the tasks' environment."""
+    in process into `one_by_one/`: returns the folder holding both and the tasks' environment."""
     tmp_path = tmp_path_factory.mktemp("airflow_days")
     out = tmp_path / "days"
     generate(GeneratorSettings(out=out, seed=17, subscribers=20, start=DAYS[0], days=len(DAYS), events_per_day=40))
