@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ def spark(base_conf):
     Tests marked `generated_code` run with generated code, as real volumes do."""
     from jobs.common.spark import build_spark
 
+    # py4j logs "Closing down clientserver connection" at INFO from a destructor at interpreter exit;
+    # once a test has imported Airflow (its logging set-up), that line went to a stream pytest had
+    # already closed: "--- Logging error --- ValueError: I/O operation on closed file"
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     session = build_spark(base_conf, app_name="cdr-billing-tests")
     _interpret_expressions(session)
     try:
