@@ -23,6 +23,7 @@ import pytest
 from jobs.common.config import PROJECT_ROOT
 from jobs.demo import airflow_env
 from jobs.generate.cdrs import GeneratorSettings, generate
+from tests.conftest import comparable_columns
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,8 +36,6 @@ COMPARED = ["bronze/file_manifest", "silver/events", "silver/duplicates", "silve
             "gold/rated_events", "gold/usage_assurance"]
 BILLED = BACKFILLED[-1]               # closes the accounts whose cycle day it is: the earlier days' usage
 BILL_TABLES = ["gold/invoices", "gold/invoice_lines", "gold/invoice_line_events", "gold/tax_summary"]
-# columns that name the run or the moment (and any `…_at`): they differ between any two runs by design
-RUN_COLUMNS = {"run_id", "bill_run_id", "source_versions"}
 
 # two planted leaks are most of so small a day's traffic, judged elsewhere (test_pipeline_e2e);
 # and so are its planted bad records
@@ -120,8 +119,7 @@ def _snapshot(warehouse: Path, table: str) -> list:
     from deltalake import DeltaTable
 
     frame = DeltaTable(str(warehouse / table)).to_pandas()
-    frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS or c.endswith("_at")])
-    return sorted(map(repr, frame.to_dict("records")))
+    return sorted(map(repr, frame[comparable_columns(frame.columns)].to_dict("records")))
 
 
 def _assert_same_tables(out: Path, tables: list[str]) -> None:

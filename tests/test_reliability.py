@@ -24,6 +24,7 @@ from jobs.common.config import PROJECT_ROOT
 from jobs.common.delta_io import read_table, table_exists
 from jobs.common.run_lock import RunLocked, run_lock
 from jobs.generate.cdrs import GeneratorSettings, generate
+from tests.conftest import comparable_columns
 from tests.threads import run_together
 
 DAY = date(2026, 11, 2)
@@ -32,8 +33,6 @@ DAILY_TABLES = [("bronze", "file_manifest"), ("bronze", "cdr_voice"), ("bronze",
                 ("bronze", "cdr_asterisk"), ("silver", "events"), ("silver", "quarantine"), ("silver", "duplicates"),
                 ("silver", "record_keys"), ("silver", "partial_records"), ("gold", "rated_events")]
 BILL_TABLES = [("gold", "invoices"), ("gold", "invoice_lines"), ("gold", "invoice_line_events"), ("gold", "tax_summary")]
-# columns that name the run or the moment: they differ between any two runs by design
-RUN_COLUMNS = {"run_id", "bill_run_id", "source_versions"}
 
 
 def contents(spark, conf, layer: str, table: str) -> list[tuple]:
@@ -41,8 +40,7 @@ def contents(spark, conf, layer: str, table: str) -> list[tuple]:
     if not table_exists(spark, path):
         return []
     frame = read_table(spark, path)
-    keep = [c for c in frame.columns if c not in RUN_COLUMNS and not c.endswith("_at")]
-    return sorted(tuple(str(v) for v in row) for row in frame.select(*keep).collect())
+    return sorted(tuple(str(v) for v in row) for row in frame.select(*comparable_columns(frame.columns)).collect())
 
 
 def env_for(conf) -> dict[str, str]:
