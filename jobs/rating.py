@@ -271,6 +271,8 @@ class CompiledTariff:
         for category, subject, seg_from, seg_to, chain in segments:
             by_subject.setdefault((category, subject), []).append((seg_from, seg_to, chains.index(tuple(chain))))
         self.segments = spark.createDataFrame([(c, s, segs) for (c, s), segs in by_subject.items()], SUBJECT_SEGMENTS)
+        # an event is split into pieces only where its subject's profile changes at an ActivationTime
+        self.splits_events = any(len(segs) > 1 for segs in by_subject.values())
         prefixes = compile_prefixes(tariff)
         chain_prefixes = compile_chain_prefixes(chains, prefixes)
         self.prefix_lengths = sorted(set(-chain_prefixes["neg_len"]))
@@ -310,7 +312,7 @@ def attach_pieces(events: DataFrame, tariff: CompiledTariff, tz: str) -> DataFra
     event overlaps, sorted by p_from (empty: no rating profile).
 
     All lookups are broadcast joins on the event's row; only events crossing an ActivationTime
-    (several pieces, rare) are regrouped through a shuffle."""
+    (several pieces, rare) are regrouped through a shuffle, and only for a tariff that has one."""
     columns = events.columns
     is_voice = F.col("category") == "call"
     start, usage = F.col("event_start"), F.col("usage")
@@ -364,6 +366,10 @@ def attach_pieces(events: DataFrame, tariff: CompiledTariff, tz: str) -> DataFra
                      F.col("_plan.starts_u").alias("starts_u"), F.col("_plan.times").alias("times"))
     single = framed.where(F.col("_n_pieces") <= 1).select(
         *columns, F.filter(F.array(F.when(F.col("_piece").isNotNull(), piece)), lambda p: p.isNotNull()).alias("pieces"))
+    if not tariff.splits_events:
+        # no event can have several pieces: regrouping them would read and price-look-up every
+        # event a second time to find none (~2 s of a 1M-event pricing pass of ~22 s, 2026-12-06)
+        return single
     several = framed.where(F.col("_n_pieces") > 1).groupBy("event_id").agg(
         *[F.first(c).alias(c) for c in columns if c != "event_id"],
         F.array_sort(F.collect_list(piece)).alias("pieces"))

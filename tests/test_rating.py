@@ -116,6 +116,25 @@ def test_activation_time_inside_a_call_splits_it(spark, tmp_path):
     assert cost(got[0]) == Decimal("90")
 
 
+def test_events_are_regrouped_by_piece_only_under_a_tariff_with_an_activation_time_inside(spark, tmp_path):
+    """Splitting a call at an ActivationTime takes a second pass over the events (explode, then
+    regroup by event); under a tariff whose profiles never change no event can be split, and the
+    pass is not made."""
+    from jobs.rating import attach_pieces
+
+    events = spark.createDataFrame([("e0", "call", "S", "4930", datetime(2026, 11, 5, 10), 60)],
+                                   "event_id string, category string, plan_id string, destination string, "
+                                   "event_start timestamp, usage long")
+    steady = band_plan(tmp_path / "steady")
+    changing = band_plan(tmp_path / "changing", RatingProfiles=["cgrates.org,call,S,2026-01-01T00:00:00Z,RP,",
+                                                                 "cgrates.org,call,S,2026-11-05T10:00:30Z,RP,"])
+    for folder, pieces, regrouped in ((steady, 1, False), (changing, 2, True)):
+        with_pieces = attach_pieces(events, CompiledTariff(spark, load_tariff(folder, "Europe/Berlin"), "cgrates.org"),
+                                    "Europe/Berlin")
+        assert [len(row.pieces) for row in with_pieces.collect()] == [pieces]
+        assert ("Aggregate" in with_pieces._jdf.queryExecution().optimizedPlan().toString()) == regrouped
+
+
 @pytest.mark.parametrize("method, expected", [("*up", "0.1235"), ("*middle", "0.1235"), ("*down", "0.1234")])
 def test_rounding_methods(spark, tmp_path, method, expected):
     plan = band_plan(tmp_path, Rates=["RT,0,0.12345,60s,60s,0s"], DestinationRates=[f"DR,DST_ALL,RT,{method},4,0,"],
