@@ -368,7 +368,7 @@ def attach_pieces(events: DataFrame, tariff: CompiledTariff, tz: str) -> DataFra
         *columns, F.filter(F.array(F.when(F.col("_piece").isNotNull(), piece)), lambda p: p.isNotNull()).alias("pieces"))
     if not tariff.splits_events:
         # no event can have several pieces: regrouping them would read and price-look-up every
-        # event a second time to find none (~2 s of a 1M-event pricing pass of ~22 s, 2026-12-06)
+        # event a second time to find none (warm 1M-event pricing: 22.7 s with it, 17.9 s without)
         return single
     several = framed.where(F.col("_n_pieces") > 1).groupBy("event_id").agg(
         *[F.first(c).alias(c) for c in columns if c != "event_id"],
