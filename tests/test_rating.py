@@ -32,12 +32,16 @@ def utc(*args, tz=BERLIN):
     return datetime(*args, tzinfo=tz).astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def rate(spark, folder, events, tz="Europe/Berlin", tenant="cgrates.org"):
-    compiled = CompiledTariff(spark, load_tariff(folder, tz), tenant)
-    frame = spark.createDataFrame(
+def event_frame(spark, events):
+    """(category, plan_id, destination, event_start, usage) tuples as events e0, e1, …"""
+    return spark.createDataFrame(
         [(f"e{i}", *e) for i, e in enumerate(events)],
         "event_id string, category string, plan_id string, destination string, event_start timestamp, usage long")
-    out = rate_events(frame, compiled, tz).collect()
+
+
+def rate(spark, folder, events, tz="Europe/Berlin", tenant="cgrates.org"):
+    compiled = CompiledTariff(spark, load_tariff(folder, tz), tenant)
+    out = rate_events(event_frame(spark, events), compiled, tz).collect()
     return {int(r.event_id[1:]): (r.rating_reason, r.cost_rounded, r.cost_exact, r.destination_id) for r in out}
 
 
@@ -122,9 +126,7 @@ def test_events_are_regrouped_by_piece_only_under_a_tariff_with_an_activation_ti
     pass is not made."""
     from jobs.rating import attach_pieces
 
-    events = spark.createDataFrame([("e0", "call", "S", "4930", datetime(2026, 11, 5, 10), 60)],
-                                   "event_id string, category string, plan_id string, destination string, "
-                                   "event_start timestamp, usage long")
+    events = event_frame(spark, [("call", "S", "4930", datetime(2026, 11, 5, 10), 60)])
     steady = band_plan(tmp_path / "steady")
     changing = band_plan(tmp_path / "changing", RatingProfiles=["cgrates.org,call,S,2026-01-01T00:00:00Z,RP,",
                                                                  "cgrates.org,call,S,2026-11-05T10:00:30Z,RP,"])
@@ -259,9 +261,7 @@ def test_the_single_run_path_rates_exactly_as_the_general_one(spark):
                    ("data", "P_BASIC", None, day, random.choice([0, 1, 102400, 102401, 2**30 + 1, random.randrange(1, 3 * 2**30)])),
                    ("data_roaming", "P_BASIC", "20801", day, random.randrange(1, 2**24)),
                    ("call", "P_BASIC", "4930123", day, random.randrange(1, 4 * 3600))]
-    events = [(f"e{i}", *event) for i, event in enumerate(events)]
-    frame = spark.createDataFrame(
-        events, "event_id string, category string, plan_id string, destination string, event_start timestamp, usage long")
+    frame = event_frame(spark, events)
 
     fast = {r.event_id: tuple(r) for r in rate_events(frame, compiled, tz).collect()}
     general = {r.event_id: tuple(r) for r in rate_events(frame, compiled, tz, single_run=False).collect()}
