@@ -172,8 +172,11 @@ def rate_and_write(todo: DataFrame, compiled: CompiledTariff, tariff_version: st
                                                       F.col("event_date"))
     write_rated(to_rated_rows(priced, conf, tariff_version, run_id, now), conf, event_days=rated_days,
                 logical_date=logical_date)
-    merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
-          ["quarantine_id"], update=False)
+    # Most runs rate every event: a MERGE of no rows would still read every quarantine id ever kept
+    # (into a year of 10M-event days, 36.6M rows: 2.9 s and 13.9 s)
+    if any(reason is not None for reason in outcome):
+        merge(to_quarantine_rows(priced, run_id, logical_date, now), conf.table_path("silver", "quarantine"),
+              ["quarantine_id"], update=False)
     return outcome
 
 

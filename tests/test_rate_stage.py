@@ -98,6 +98,25 @@ def test_an_event_no_day_s_rating_covers_is_left_to_recycle(spark, conf, tmp_pat
     assert sorted(r.event_id for r in read_table(spark, conf.table_path("gold", "rated_events")).collect()) == ["a", "s"]
 
 
+def test_a_run_that_rates_every_event_does_not_read_the_quarantine(spark, conf, tmp_path):
+    """Its quarantine MERGE would have no rows and still read every quarantine id ever kept: it is
+    not run. The quarantine's data files are deleted here (validate's rows only, which the look for
+    events waiting for recycle skips by their `stage` statistics); reading them would fail."""
+    from jobs.validate import quarantine_rows
+
+    conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
+    rejected = spark.createDataFrame([("voice", "cdr/voice/f.csv", 7, "MSC01|x|1", "MTC,,")],
+                                     "record_type string, source_file string, line_number long, record_key string, raw_record string")
+    path = Path(conf.table_path("silver", "quarantine"))
+    merge(quarantine_rows(rejected, F.lit("BAD_NUMBER"), F.lit("planted"), new_run_id("validate", DAY), DAY, datetime.now()),
+          str(path), ["quarantine_id"], update=False)
+    for data_file in path.glob("*.parquet"):
+        data_file.unlink()
+    _write_events(spark, conf, _event("a", "4930"), _event("b", "4931"))
+
+    assert (rate.run(spark, conf, DAY).rated, rate.run(spark, conf, DAY).records_in) == (2, 0)
+
+
 def test_unratable_events_wait_in_quarantine_until_recycle_rates_them(spark, conf, tmp_path):
     conf = conf.with_paths(rules=str(_plan(tmp_path / "v1", ["49"])))
     merge(spark.createDataFrame([_event("a", "4930"), _event("b", "3312"), _event("c", "3312", chargeable=False)], EVENTS),
