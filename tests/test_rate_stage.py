@@ -105,12 +105,14 @@ def test_a_run_that_rates_every_event_does_not_read_the_quarantine(spark, conf, 
     from jobs.validate import quarantine_rows
 
     conf = conf.with_paths(rules=str(_plan(tmp_path / "rules", ["49"])))
-    rejected = spark.createDataFrame([("voice", "cdr/voice/f.csv", 7, "MSC01|x|1", "MTC,,")],
-                                     "record_type string, source_file string, line_number long, record_key string, raw_record string")
+    bad_record = spark.createDataFrame([("voice", "cdr/voice/f.csv", 7, "MSC01|x|1", "MTC,,")],
+                                       "record_type string, source_file string, line_number long, record_key string, raw_record string")
     path = Path(conf.table_path("silver", "quarantine"))
-    merge(quarantine_rows(rejected, F.lit("BAD_NUMBER"), F.lit("planted"), new_run_id("validate", DAY), DAY, datetime.now()),
+    merge(quarantine_rows(bad_record, F.lit("BAD_NUMBER"), F.lit("planted"), new_run_id("validate", DAY), DAY, datetime.now()),
           str(path), ["quarantine_id"], update=False)
-    for data_file in path.glob("*.parquet"):
+    planted = list(path.rglob("*.parquet"))
+    assert planted
+    for data_file in planted:
         data_file.unlink()
     _write_events(spark, conf, _event("a", "4930"), _event("b", "4931"))
 
