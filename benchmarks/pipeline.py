@@ -219,7 +219,8 @@ def prefill_key_window(spark, conf, day: date, keys_per_day: int, days: int) -> 
     return keys_per_day * days
 
 
-def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
+def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
+             spark_conf: dict[str, str] | None = None) -> dict:
     from jobs.generate.cdrs import GeneratorSettings, generate
 
     data = work / f"data_{n}"
@@ -237,7 +238,8 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
                              # a cluster's Python workers (loopback standalone: this interpreter)
                              **({} if master.startswith("local") else
                                 {"spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
-                                 "spark.executor.memory": "5g"})},
+                                 "spark.executor.memory": "5g"}),
+                             **(spark_conf or {})},
         "paths.warehouse": str(data / "warehouse"), "paths.landing": str(data / "landing"),
         "paths.reference": str(data / "reference"), "paths.rules": str(data / "rules"),
         "paths.reports": str(data / "reports"),
@@ -299,6 +301,7 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0) -> dict:
         "peak_executor_memory_mb": executor_peaks, "shuffle_spill_bytes": spill,
         "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
         "cores": cores, "master": master, "key_window_days": key_window_days, "prefilled_keys": prefilled,
+        "spark_conf": spark_conf or {},
     }
 
 
@@ -342,6 +345,13 @@ def chart(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def spark_setting(item: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.startswith("spark."):
+        parser.error(f"--conf wants spark.<key>=<value>, got {item!r}")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
@@ -350,11 +360,14 @@ def main() -> None:
     parser.add_argument("--keep-data", action="store_true", help="keep generated data and tables under --out")
     parser.add_argument("--key-window-days", type=int, default=0,
                         help="judge the day against this many earlier days of N keys each (steady state: 62)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting for the run, repeatable (a setting measured before it is adopted)")
     args = parser.parse_args()
+    spark_conf = dict(spark_setting(item, parser) for item in args.conf)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.events:
-        result = run_size(n, args.master, args.out, args.key_window_days)
+        result = run_size(n, args.master, args.out, args.key_window_days, spark_conf)
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
         if not args.keep_data:
