@@ -51,8 +51,9 @@ airflow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
 
 BENCH_EVENTS ?= 1000000
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS)
+	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS) $(BENCH_ARGS)
 
 bench-tariff: setup
 	$(BIN)/python benchmarks/tariff_scale.py
@@ -65,7 +66,7 @@ cluster-down:
 	$(BIN)/python benchmarks/standalone_cluster.py down
 
 bench-cluster: setup
-	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS) --master $(CLUSTER_MASTER) --out build/bench-cluster
+	$(BIN)/python benchmarks/pipeline.py --events $(BENCH_EVENTS) --master $(CLUSTER_MASTER) --out build/bench-cluster $(BENCH_ARGS)
 
 clean:
 	rm -rf warehouse landing reference demo-data .airflow

@@ -95,6 +95,14 @@ def spill_bytes(app_id: str, after_stage: int = -1) -> tuple[dict, int]:
             max((s["stageId"] for s in stages), default=after_stage))
 
 
+def task_seconds(app_id: str, after_stage: int) -> tuple[float, int]:
+    """Seconds Spark's tasks ran in the stages after `after_stage`, and the last stage's id: divided
+    by a pipeline stage's wall time, how many cores it kept busy on average."""
+    stages = [s for s in _status(app_id, "stages") if s["stageId"] > after_stage]
+    return (round(sum(s.get("executorRunTime", 0) for s in stages) / 1000, 1),
+            max((s["stageId"] for s in stages), default=after_stage))
+
+
 def executor_peaks_mb(app_id: str) -> dict:
     """Peak JVM heap and off-heap of every executor (and of the driver), from Spark's own metrics:
     on a cluster the executors are not this process's children, so the RSS sampler cannot see them."""
@@ -266,6 +274,7 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
     mark, _ = where_time_went(app_id, -1)
     # the stages' spill only: writing a prefilled key window sorts 62 days of keys and spills itself
     _, before_stages = spill_bytes(app_id)
+    stage_mark, task_s = before_stages, {}
     for name, job, day in (("collect", collect.run, DAY), ("validate", validate.run, DAY), ("rate", rate.run, DAY),
                            ("assure", assure.run, DAY), ("bill", bill.run, DAY + timedelta(days=1))):
         started = time.perf_counter()
@@ -276,6 +285,7 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
             counts[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         stages[name] = round(time.perf_counter() - started, 2)
         mark, profile[name] = where_time_went(app_id, mark)
+        task_s[name], stage_mark = task_seconds(app_id, stage_mark)
         print(f"{name}: {stages[name]:.1f}s  {counts[name]}", flush=True)
     spill, _ = spill_bytes(app_id, before_stages)
     copies = copy_floor(spark, conf, data / "copy_floor", DAY)
@@ -298,6 +308,9 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
         "copy_floor_s": round(copy_s, 2), "copy_floor_by_table_s": copies,
         "ratio_to_copy_floor": round(pipeline_s / copy_s, 1) if copy_s else None,
         "peak_jvm_rss_mb": round(sampler.peak_jvm / 2**20), "peak_python_rss_mb": round(sampler.peak_python / 2**20),
+        "task_s": task_s,
+        # below 1: the stage waited on the driver (planning, Delta's log, Python) more than it computed
+        "cores_busy": {name: round(task_s[name] / stages[name], 2) for name in task_s if stages[name]},
         "peak_executor_memory_mb": executor_peaks, "shuffle_spill_bytes": spill,
         "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
         "cores": cores, "master": master, "key_window_days": key_window_days, "prefilled_keys": prefilled,
