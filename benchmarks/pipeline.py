@@ -7,8 +7,9 @@ the same CSV files with their full schema and counting (the bare parse), and rea
 day's per-record tables (bronze, silver events and keys, gold rated events) and writing them again
 as plain Delta tables (the copy floor). Reports events/s, events/s per core, end-to-end / floor
 ratios, peak JVM and Python memory (RSS of this process tree, and each
-executor's peak heap from Spark's metrics), shuffle spill (Spark's status API)
-and the time spent in Delta commits. Results: JSON + PNG chart.
+executor's peak heap from Spark's metrics), shuffle spill (Spark's status API), the time spent
+in Delta commits, and per stage the seconds Spark's tasks ran and the seconds only the driver
+worked. Results: JSON + PNG chart.
 
     .venv/bin/python benchmarks/pipeline.py --events 1000000 [10000000 ...] [--master local[2]] [--out build/bench]
 """
@@ -95,11 +96,29 @@ def spill_bytes(app_id: str, after_stage: int = -1) -> tuple[dict, int]:
             max((s["stageId"] for s in stages), default=after_stage))
 
 
-def task_seconds(app_id: str, after_stage: int) -> tuple[float, int]:
-    """Seconds Spark's tasks ran in the stages after `after_stage`, and the last stage's id: divided
-    by a pipeline stage's wall time, how many cores it kept busy on average."""
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals: overlapping tasks count once."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        covered += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return covered
+
+
+def task_activity(app_id: str, after_stage: int) -> tuple[dict, int]:
+    """What Spark's tasks did in the stages after `after_stage`: the seconds they ran (`task_s`;
+    divided by the wall time, the cores kept busy on average) and the seconds at least one of them
+    was running (`tasks_running_s`; the rest of the wall time only the driver worked, which more
+    cores cannot shorten), and the last stage's id."""
     stages = [s for s in _status(app_id, "stages") if s["stageId"] > after_stage]
-    return (round(sum(s.get("executorRunTime", 0) for s in stages) / 1000, 1),
+    intervals = []
+    for stage in stages:
+        if stage.get("numCompleteTasks") or stage.get("numActiveTasks"):
+            tasks = _status(app_id, f"stages/{stage['stageId']}/{stage['attemptId']}/taskList?length=1000000")
+            intervals += [(_seconds(t["launchTime"]), _seconds(t["launchTime"]) + t.get("duration", 0) / 1000)
+                          for t in tasks if t.get("launchTime")]
+    return ({"task_s": round(sum(s.get("executorRunTime", 0) for s in stages) / 1000, 1),
+             "tasks_running_s": round(covered_seconds(intervals), 1)},
             max((s["stageId"] for s in stages), default=after_stage))
 
 
@@ -274,7 +293,7 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
     mark, _ = where_time_went(app_id, -1)
     # the stages' spill only: writing a prefilled key window sorts 62 days of keys and spills itself
     _, before_stages = spill_bytes(app_id)
-    stage_mark, task_s = before_stages, {}
+    stage_mark, activity = before_stages, {}
     for name, job, day in (("collect", collect.run, DAY), ("validate", validate.run, DAY), ("rate", rate.run, DAY),
                            ("assure", assure.run, DAY), ("bill", bill.run, DAY + timedelta(days=1))):
         started = time.perf_counter()
@@ -285,7 +304,7 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
             counts[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         stages[name] = round(time.perf_counter() - started, 2)
         mark, profile[name] = where_time_went(app_id, mark)
-        task_s[name], stage_mark = task_seconds(app_id, stage_mark)
+        activity[name], stage_mark = task_activity(app_id, stage_mark)
         print(f"{name}: {stages[name]:.1f}s  {counts[name]}", flush=True)
     spill, _ = spill_bytes(app_id, before_stages)
     copies = copy_floor(spark, conf, data / "copy_floor", DAY)
@@ -308,9 +327,12 @@ def run_size(n: int, master: str, work: Path, key_window_days: int = 0,
         "copy_floor_s": round(copy_s, 2), "copy_floor_by_table_s": copies,
         "ratio_to_copy_floor": round(pipeline_s / copy_s, 1) if copy_s else None,
         "peak_jvm_rss_mb": round(sampler.peak_jvm / 2**20), "peak_python_rss_mb": round(sampler.peak_python / 2**20),
-        "task_s": task_s,
+        "task_s": {name: a["task_s"] for name, a in activity.items()},
         # below 1: the stage waited on the driver (planning, Delta's log, Python) more than it computed
-        "cores_busy": {name: round(task_s[name] / stages[name], 2) for name in task_s if stages[name]},
+        "cores_busy": {name: round(a["task_s"] / stages[name], 2) for name, a in activity.items() if stages[name]},
+        # no task running: the driver alone (planning, Delta's log and commits, Python, collects)
+        "driver_only_s": {name: round(max(0.0, stages[name] - a["tasks_running_s"]), 1)
+                          for name, a in activity.items()},
         "peak_executor_memory_mb": executor_peaks, "shuffle_spill_bytes": spill,
         "delta_commit_s": round(commits["seconds"], 1), "delta_commits": commits["commits"],
         "cores": cores, "master": master, "key_window_days": key_window_days, "prefilled_keys": prefilled,
