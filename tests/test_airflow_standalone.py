@@ -117,13 +117,11 @@ def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
     suite left one running, 2026-12-07), so the leader's exit alone does not end the group."""
     os.killpg(process.pid, 15)
     deadline = time.monotonic() + grace_s
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace_s)
+    # the leader is among the members until it exits (then a zombie until reaped below)
     while time.monotonic() < deadline and live_group_members(process.pid):
         time.sleep(0.2)
-    if live_group_members(process.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 9)
     process.wait()
 
 
